@@ -1,0 +1,170 @@
+"""``Credit``: the result of an estimator, and its expansion to tokens for trainers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["Credit"]
+
+
+def _ro(a: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
+        return None
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.flags.writeable:
+        a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class Credit:
+    """Per-step and per-episode advantages produced by an estimator.
+
+    Attributes:
+        step_advantage: [S] advantage of every step.
+        episode_advantage: [E] one advantage per episode (for outcome estimators every step of
+            the episode has this value; step-level estimators say in their docstring what it is).
+        episode_offsets: [E+1] the CSR offsets of the rollouts the credit was computed on.
+        step_return: [S] return targets where the estimator defines them (GAE: A + V), or None.
+        step_reward: [S] the per-step rewards the estimator used, or None.
+        estimator: registry name of the estimator.
+        params: every parameter value used, defaults included.
+        diagnostics: estimator-specific counts (e.g. singleton groups found).
+    """
+
+    step_advantage: np.ndarray
+    episode_advantage: np.ndarray
+    episode_offsets: np.ndarray
+    step_return: np.ndarray | None = None
+    step_reward: np.ndarray | None = None
+    estimator: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("step_advantage", "episode_advantage", "step_return", "step_reward"):
+            set_(self, name, _ro(getattr(self, name)))
+        off = np.ascontiguousarray(self.episode_offsets, dtype=np.int64)
+        set_(self, "episode_offsets", off)
+        E, S = off.shape[0] - 1, int(off[-1])
+        if self.episode_advantage.shape != (E,):
+            raise ValueError(f"episode_advantage must have shape [E]=({E},)")
+        for name in ("step_advantage", "step_return", "step_reward"):
+            a = getattr(self, name)
+            if a is not None and a.shape != (S,):
+                raise ValueError(f"{name} must have shape [S]=({S},)")
+        set_(self, "params", dict(self.params))
+        set_(self, "diagnostics", dict(self.diagnostics))
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.episode_offsets.shape[0] - 1)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.episode_offsets[-1])
+
+    def to_tokens(self, token_counts: np.ndarray) -> np.ndarray:
+        """Expand step advantages to a flat token array.
+
+        Args:
+            token_counts: [S] non-negative number of tokens of each step (e.g. the rollouts'
+                ``tokens`` column).
+
+        Returns:
+            [K] float64 with K = sum(token_counts): step s's advantage repeated
+            ``token_counts[s]`` times, steps in order.
+        """
+        counts = np.asarray(token_counts)
+        if counts.shape != (self.n_steps,):
+            raise ValueError(
+                f"token_counts must have one entry per step: shape ({self.n_steps},), got {counts.shape}"
+            )
+        if counts.dtype.kind not in "iu" or (counts.size and counts.min() < 0):
+            raise ValueError("token_counts must be non-negative integers")
+        return np.repeat(self.step_advantage, counts)
+
+    def to_padded(
+        self,
+        response_mask: np.ndarray,
+        rows: Literal["auto", "steps", "episodes"] = "auto",
+        values: Literal["advantage", "return"] = "advantage",
+    ) -> np.ndarray:
+        """Expand step advantages to a padded ``[batch, T]`` array, 0 where the mask is 0.
+
+        Two layouts are supported:
+
+        * ``rows="steps"``: one row per step (B = S), as agent trainers that train on each turn
+          separately use; every valid token of row s gets step s's value.
+        * ``rows="episodes"``: one row per episode (B = E) holding a multi-turn response in
+          which observation/tool tokens are masked out; the contiguous runs of 1s of row e are
+          its steps in order, so row e must have exactly as many runs as episode e has steps.
+
+        ``"auto"`` picks ``steps`` when B = S and ``episodes`` when B = E (B = S = E, single-
+        step episodes, uses ``steps``).
+
+        Args:
+            response_mask: [B, T] 0/1 or bool mask of the generated tokens.
+            rows: the layout, see above.
+            values: ``"advantage"`` (default) or ``"return"`` (needs ``step_return``).
+
+        Returns:
+            [B, T] float64.
+        """
+        mask = np.asarray(response_mask)
+        if mask.ndim != 2:
+            raise ValueError(f"response_mask must be 2-D [batch, T], got shape {mask.shape}")
+        mask = mask.astype(bool, copy=False)
+        src = self.step_advantage if values == "advantage" else self.step_return
+        if src is None:
+            raise ValueError(f"this credit ({self.estimator}) has no step_return")
+        B = mask.shape[0]
+        E, S = self.n_episodes, self.n_steps
+        if rows == "auto":
+            rows = "steps" if B == S else "episodes" if B == E else "auto"
+            if rows == "auto":
+                raise ValueError(
+                    f"response_mask has {B} rows, but the credit has {S} steps and {E} episodes: "
+                    "give one row per step or one row per episode"
+                )
+        out = np.zeros(mask.shape, dtype=np.float64)
+        if rows == "steps":
+            if B != S:
+                raise ValueError(f"rows='steps' needs one mask row per step ({S}), got {B}")
+            np.copyto(out, src[:, None], where=mask)
+            return out
+        if B != E:
+            raise ValueError(f"rows='episodes' needs one mask row per episode ({E}), got {B}")
+        starts = mask.copy()
+        starts[:, 1:] &= ~mask[:, :-1]
+        run_no = np.cumsum(starts, axis=1)
+        n_runs = run_no[:, -1] if mask.shape[1] else np.zeros(B, dtype=np.int64)
+        counts = np.diff(self.episode_offsets)
+        bad = n_runs != counts
+        if bad.any():
+            e = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"row {e} of response_mask has {int(n_runs[e])} runs of response tokens but "
+                f"episode {e} has {int(counts[e])} steps: each step must be one contiguous run"
+            )
+        step_of_token = self.episode_offsets[:-1, None] + run_no - 1
+        out[mask] = src[step_of_token[mask]]
+        return out
+
+    def summary(self) -> dict[str, float]:
+        """Statistics of the step advantages, for tables and logs."""
+        a = self.step_advantage
+        return {
+            "episodes": self.n_episodes,
+            "steps": self.n_steps,
+            "mean": float(a.mean()) if a.size else 0.0,
+            "std": float(a.std()) if a.size else 0.0,
+            "min": float(a.min()) if a.size else 0.0,
+            "max": float(a.max()) if a.size else 0.0,
+            "zero_fraction": float(np.mean(a == 0.0)) if a.size else 0.0,
+        }

@@ -1,0 +1,249 @@
+"""Reading rollouts and writing rollouts and credit, as JSONL or Parquet (chosen by extension).
+
+Reading is streamed: JSONL is parsed block by block by Arrow's JSON reader (the fast path) and,
+if that fails or yields an unexpected type, line by line by Python's ``json`` (the precise
+path, which names the exact line and field of the problem); the whole JSON text is never held
+in memory. Writing is atomic: data goes to a temporary file next to the target, which is
+renamed over the target only when complete, so a failure leaves no partial file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from stepcredit.data.credit import Credit
+from stepcredit.data.errors import RolloutsError
+from stepcredit.data.rollouts import Rollouts, _build, _Collector
+
+__all__ = [
+    "atomic_path",
+    "credit_table",
+    "read_rollouts",
+    "write_credit",
+    "write_rollouts",
+]
+
+Progress = Callable[[int, int], None]
+_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+_JSON_BLOCK = 1 << 24  # 16 MiB blocks for Arrow's JSON reader
+
+
+def _format(path: Path, role: str) -> str:
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise RolloutsError(
+            str(path), "", "", f"the {role} file has an unknown extension '{path.suffix}'",
+            "name it *.jsonl or *.parquet",
+        )
+    return fmt
+
+
+# ---------------------------------------------------------------------- reading
+def read_rollouts(path: str | os.PathLike) -> Rollouts:
+    """Read and validate a rollout file (``.jsonl`` or ``.parquet``).
+
+    Raises:
+        RolloutsError: naming the file, the line (JSONL, 1-based) or row (Parquet, 0-based),
+            the field and the fix, for the first problem found.
+    """
+    p = Path(path)
+    fmt = _format(p, "input")
+    if not p.is_file():
+        raise RolloutsError(str(p), "", "", "no such file", "check the path")
+    if fmt == "parquet":
+        return _read_parquet(p)
+    return _read_jsonl(p)
+
+
+def _read_parquet(p: Path) -> Rollouts:
+    try:
+        table = pq.read_table(p)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise RolloutsError(str(p), "", "", f"is not a readable Parquet file ({exc})", "write it with pyarrow or `stepcredit` again") from None
+    return Rollouts.from_arrow(table, source=str(p), locate=lambda i: f"row {i}")
+
+
+class _JsonlLines:
+    """Maps the i-th record of a JSONL file to its 1-based line number (blank lines skipped).
+
+    Only computed when an error must be reported.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lines: list[int] | None = None
+
+    def __call__(self, i: int) -> str:
+        if self._lines is None:
+            lines = []
+            with open(self.path, "rb") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        lines.append(n)
+            self._lines = lines
+        return f"line {self._lines[i]}" if i < len(self._lines) else f"record {i}"
+
+
+def _read_jsonl(p: Path) -> Rollouts:
+    locate = _JsonlLines(p)
+    try:
+        table = pj.read_json(p, read_options=pj.ReadOptions(block_size=_JSON_BLOCK))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return _read_jsonl_precise(p)
+    if table.num_rows == 0 and p.stat().st_size > 0:
+        return _read_jsonl_precise(p)
+    return Rollouts.from_arrow(table, source=str(p), locate=locate)
+
+
+def _read_jsonl_precise(p: Path) -> Rollouts:
+    """Line-by-line reader: slower, and its errors name the exact line and field."""
+    collector = _Collector(str(p))
+    line_of: list[int] = []
+    with open(p, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                detail = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise RolloutsError(str(p), f"line {n}", "", f"is not valid JSON ({detail})", "write one JSON object per line") from None
+            collector.add(rec, f"line {n}")
+            line_of.append(n)
+    return _build(collector.flat(), str(p), lambda i: f"line {line_of[i]}")
+
+
+# ---------------------------------------------------------------------- writing
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_rollouts(ro: Rollouts, path: str | os.PathLike) -> None:
+    """Write rollouts as ``.jsonl`` or ``.parquet`` (atomically). Reading it back gives ``ro``."""
+    p = Path(path)
+    fmt = _format(p, "output")
+    with atomic_path(p) as tmp:
+        if fmt == "parquet":
+            pq.write_table(ro.to_arrow(), tmp)
+        else:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for rec in ro.to_records():
+                    f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False))
+                    f.write("\n")
+
+
+def credit_table(credit: Credit, ro: Rollouts, start: int = 0, stop: int | None = None) -> pa.Table:
+    """The advantages table (one row per step) for steps ``start:stop``.
+
+    Columns: ``episode_id``, ``group_id``, ``step`` (0-based index in the episode),
+    ``advantage``, ``episode_advantage``, and ``return`` / ``reward`` where the estimator
+    produced them.
+    """
+    _check_match(credit, ro)
+    stop = ro.n_steps if stop is None else stop
+    ep = ro.step_episode[start:stop]
+    ep_pa = pa.array(ep)
+    cols = {
+        "episode_id": ro.episode_id.take(ep_pa),
+        "group_id": ro.group_id.take(ep_pa),
+        "step": pa.array(ro.step_index[start:stop]),
+        "advantage": pa.array(credit.step_advantage[start:stop]),
+        "episode_advantage": pa.array(credit.episode_advantage[ep]),
+    }
+    if credit.step_return is not None:
+        cols["return"] = pa.array(credit.step_return[start:stop])
+    if credit.step_reward is not None:
+        cols["reward"] = pa.array(credit.step_reward[start:stop])
+    return pa.table(cols)
+
+
+def _check_match(credit: Credit, ro: Rollouts) -> None:
+    if not np.array_equal(credit.episode_offsets, ro.episode_offsets):
+        raise ValueError(
+            "the credit was computed on other rollouts (episode_offsets differ): "
+            "pass the rollouts the estimator was run on"
+        )
+
+
+def _json_lines(table: pa.Table, id_json: dict[str, pa.Array], ep: np.ndarray) -> bytes:
+    """JSON Lines text of an advantages table, built with Arrow string kernels (no per-row Python)."""
+    parts: list[pa.Array | str] = []
+    for i, name in enumerate(table.column_names):
+        key = ("{" if i == 0 else ",") + json.dumps(name) + ":"
+        if name in id_json:
+            val = id_json[name].take(pa.array(ep))
+        else:
+            val = pc.cast(table.column(name), pa.string())
+        parts.extend([key, val])
+    parts.append("}\n")
+    joined = pc.binary_join_element_wise(*parts, "")
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks()
+    if len(joined) == 0:
+        return b""
+    lo, hi = joined.offsets[0].as_py(), joined.offsets[-1].as_py()
+    return bytes(memoryview(joined.buffers()[2])[lo:hi])
+
+
+def write_credit(
+    credit: Credit,
+    ro: Rollouts,
+    path: str | os.PathLike,
+    *,
+    chunk_steps: int = 1 << 20,
+    progress: Progress | None = None,
+) -> None:
+    """Write the advantages table (see :func:`credit_table`) as ``.jsonl`` or ``.parquet``.
+
+    The file is written atomically, in chunks of ``chunk_steps`` rows; ``progress(done, total)``
+    is called after each chunk.
+    """
+    p = Path(path)
+    fmt = _format(p, "output")
+    _check_match(credit, ro)
+    S = ro.n_steps
+    with atomic_path(p) as tmp:
+        if fmt == "parquet":
+            writer = None
+            try:
+                for start in range(0, S, chunk_steps):
+                    t = credit_table(credit, ro, start, min(S, start + chunk_steps))
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, t.schema)
+                    writer.write_table(t)
+                    if progress:
+                        progress(min(S, start + chunk_steps), S)
+            finally:
+                if writer is not None:
+                    writer.close()
+        else:
+            id_json = {
+                name: pa.array([json.dumps(v, ensure_ascii=False) for v in arr.to_pylist()], type=pa.string())
+                for name, arr in (("episode_id", ro.episode_id), ("group_id", ro.group_id))
+            }
+            with open(tmp, "wb") as f:
+                for start in range(0, S, chunk_steps):
+                    stop = min(S, start + chunk_steps)
+                    t = credit_table(credit, ro, start, stop)
+                    f.write(_json_lines(t, id_json, ro.step_episode[start:stop]))
+                    if progress:
+                        progress(stop, S)

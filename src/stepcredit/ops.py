@@ -1,0 +1,134 @@
+"""Segment primitives every estimator is built from.
+
+Shapes use the letters of ``stepcredit.data``. Groups are given by a dense code array
+(``codes[i]`` in ``0..G-1``) that need not be sorted or contiguous; episodes by CSR offsets.
+
+Conventions defined here once and stated in each estimator's docstring:
+
+* **std** is the unbiased (Bessel-corrected, ddof=1) standard deviation, as in verl, TRL and
+  GiGPO.
+* **singleton groups** (one member): ``singleton="raw"`` (default; verl's convention) takes the
+  group mean as 0 and the std as 1, so the raw score passes through (scaled by 1/(1+ε) where an
+  ε is added to the std); ``singleton="zero"`` gives the member an advantage of 0 (TRL, whose
+  NaN std is replaced by 0).
+* **centring** is computed as ``(x_i - x_ref) - mean_g(x - x_ref)`` with ``x_ref`` the first
+  member of the group, so that values with a large common offset (1e6 + 1e-7 noise) keep their
+  small differences exactly instead of losing them to the rounding of the mean.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "Singleton",
+    "group_centered",
+    "group_count",
+    "group_std",
+    "reverse_discounted_cumsum",
+    "weighted_whiten",
+]
+
+Singleton = Literal["raw", "zero"]
+
+
+def group_count(codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """[G] number of members of each group."""
+    return np.bincount(codes, minlength=n_groups)
+
+
+def group_centered(
+    x: np.ndarray, codes: np.ndarray, n_groups: int, singleton: Singleton = "raw"
+) -> np.ndarray:
+    """Centre values on their group mean: c_i = x_i − mean_{j in g(i)} x_j.
+
+    Args:
+        x: [N] values.
+        codes: [N] dense group index of each value.
+        n_groups: G.
+        singleton: a one-member group's mean is taken as 0 (``"raw"``: c_i = x_i) or as the
+            member itself (``"zero"``: c_i = 0).
+
+    Returns:
+        [N] centred values.
+    """
+    count = np.bincount(codes, minlength=n_groups)
+    ref = np.zeros(n_groups, dtype=np.float64)
+    present, first = np.unique(codes, return_index=True)
+    ref[present] = x[first]  # one member of each group: x - ref is exact for close values
+    d = x - ref[codes]
+    mean_d = np.bincount(codes, weights=d, minlength=n_groups) / np.maximum(count, 1)
+    c = d - mean_d[codes]
+    if singleton == "raw":
+        single = count[codes] == 1
+        c[single] = x[single]
+    return c
+
+
+def group_std(centered: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """[G] unbiased std of each group from already centred values (NaN for one-member groups)."""
+    count = np.bincount(codes, minlength=n_groups)
+    ss = np.bincount(codes, weights=centered * centered, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(ss / (count - 1))
+
+
+def weighted_whiten(x: np.ndarray, weight: np.ndarray, epsilon: float) -> np.ndarray:
+    """Whiten values over the batch with non-negative weights (verl's ``masked_whiten``).
+
+    μ = Σ w x / Σ w,  σ² = (Σ w (x − μ)² / Σ w) · N/(N − 1) with N = Σ w,
+    result (x − μ) / sqrt(σ² + ε). With N <= 1 the variance is undefined and the result is
+    x − μ (that is, 0 for a single unit of weight).
+
+    Args:
+        x: [N] values.
+        weight: [N] weights (e.g. token counts), N = Σ w.
+        epsilon: added to the variance.
+    """
+    w = weight.astype(np.float64)
+    total = w.sum()
+    if total <= 0:
+        return np.zeros_like(x)
+    mu = np.dot(w, x) / total
+    d = x - mu
+    if total <= 1:
+        return d
+    var = np.dot(w, d * d) / total * (total / (total - 1))
+    return d / np.sqrt(var + epsilon)
+
+
+def reverse_discounted_cumsum(x: np.ndarray, offsets: np.ndarray, discount: float) -> np.ndarray:
+    """Discounted reverse cumulative sum within each episode.
+
+    y_t = x_t + discount · y_{t+1}, with y after the episode's last step = 0; for example
+    x = [1, 2, 3], discount 0.5 gives y = [1 + 0.5·(2 + 0.5·3), 2 + 0.5·3, 3] = [2.75, 3.5, 3].
+
+    The loop runs over the time axis (from the end, at most the longest episode's length),
+    vectorised across every episode at least that long, so the cost is O(S) plus one small
+    NumPy call per time position.
+
+    Args:
+        x: [S] per-step values.
+        offsets: [E+1] episode offsets (every episode >= 1 step).
+        discount: the factor (γ, or γλ for GAE).
+
+    Returns:
+        [S] float64.
+    """
+    y = np.array(x, dtype=np.float64, copy=True)
+    E = offsets.shape[0] - 1
+    if E == 0 or discount == 0.0:
+        return y
+    lengths = np.diff(offsets)
+    order = np.argsort(-lengths, kind="stable")
+    ends = offsets[1:][order] - 1  # last step of each episode, longest episodes first
+    sorted_len = lengths[order]
+    max_len = int(sorted_len[0])
+    # active[k] = number of episodes with more than k steps
+    active = np.searchsorted(-sorted_len, -np.arange(max_len), side="left")
+    for k in range(1, max_len):
+        idx = ends[: active[k]] - k
+        y[idx] += discount * y[idx + 1]
+    return y
