@@ -200,7 +200,9 @@ def _json_lines(table: pa.Table, id_json: dict[str, pa.Array], ep: np.ndarray) -
         joined = joined.combine_chunks()
     if len(joined) == 0:
         return b""
-    lo, hi = joined.offsets[0].as_py(), joined.offsets[-1].as_py()
+    off_type = np.int64 if pa.types.is_large_string(joined.type) else np.int32
+    offs = np.frombuffer(joined.buffers()[1], dtype=off_type)
+    lo, hi = int(offs[joined.offset]), int(offs[joined.offset + len(joined)])
     return bytes(memoryview(joined.buffers()[2])[lo:hi])
 
 

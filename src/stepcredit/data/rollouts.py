@@ -534,7 +534,7 @@ def _build(flat: _Flat, source: str, locate: Locate) -> Rollouts:
     bad = ~np.isfinite(outcome)
     if bad.any():
         row = _first(bad)
-        raise RolloutsError(source, locate(row), "outcome", f"is {outcome[row]!r}, not a finite number", _FIXES["outcome"])
+        raise RolloutsError(source, locate(row), "outcome", f"is {float(outcome[row])!r}, not a finite number", _FIXES["outcome"])
     eid = _string_array(flat.episode_id)
     codes = pc.dictionary_encode(eid).indices.to_numpy(zero_copy_only=False)
     _, first_idx, n_same = np.unique(codes, return_index=True, return_counts=True)
@@ -601,7 +601,7 @@ def _build(flat: _Flat, source: str, locate: Locate) -> Rollouts:
             if np.any(values < 0):
                 s = _first(values < 0)
                 raise RolloutsError(
-                    source, locate_step(s), f"steps[].{name}", f"is {values[s]}, a negative count",
+                    source, locate_step(s), f"steps[].{name}", f"is {int(values[s])}, a negative count",
                     f"give '{name}' as a count >= 0",
                 )
         else:
@@ -612,7 +612,7 @@ def _build(flat: _Flat, source: str, locate: Locate) -> Rollouts:
             if bad.any():
                 s = _first(bad)
                 raise RolloutsError(
-                    source, locate_step(s), f"steps[].{name}", f"is {values[s]!r}, not a finite number",
+                    source, locate_step(s), f"steps[].{name}", f"is {float(values[s])!r}, not a finite number",
                     f"give '{name}' as a finite number (or leave it out where allowed)",
                 )
         columns[name] = values
