@@ -474,7 +474,13 @@ class Rollouts:
                     source, "", name, "unknown step field",
                     f"use one of {', '.join(STEP_COLUMNS)}",
                 )
-            arr = values if isinstance(values, pa.Array) else pa.array(np.asarray(values))
+            try:
+                arr = values if isinstance(values, pa.Array) else pa.array(np.asarray(values))
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise RolloutsError(
+                    source, "", f"steps[].{name}", f"cannot be converted to a column ({exc})",
+                    "give one value per step, all of one type",
+                ) from None
             if len(arr) != S:
                 raise RolloutsError(
                     source, "", name, f"has {len(arr)} values but the episodes hold {S} steps",

@@ -61,10 +61,12 @@ def gae(
         raise EstimatorError(f"estimator 'gae': gamma={gamma} and lam={lam} must lie in [0, 1]")
     v = ro.column("value", by="estimator 'gae'")
     r = step_rewards_with_outcome(ro)
-    v_next = np.zeros_like(v)
-    v_next[:-1] = v[1:]
-    v_next[ro.episode_offsets[1:] - 1] = 0.0  # V after the last step of an episode is 0
-    delta = r + gamma * v_next - v
+    # δ_t = r_t + γ V_{t+1} − V_t, built in place; V after the last step of an episode is 0
+    delta = np.empty_like(v)
+    np.multiply(v[1:], gamma, out=delta[:-1])
+    delta[ro.episode_offsets[1:] - 1] = 0.0
+    delta += r
+    delta -= v
     adv = reverse_discounted_cumsum(delta, ro.episode_offsets, gamma * lam)
     ret = adv + v
     if whiten:
