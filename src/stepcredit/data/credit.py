@@ -47,9 +47,13 @@ class Credit:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if self.step_advantage is None or self.episode_advantage is None:
+            raise ValueError("Credit needs step_advantage [S] and episode_advantage [E]")
         for name in ("step_advantage", "episode_advantage", "step_return", "step_reward"):
             set_(self, name, _ro(getattr(self, name)))
         off = np.ascontiguousarray(self.episode_offsets, dtype=np.int64)
+        if off.ndim != 1 or off.shape[0] < 1 or off[0] != 0 or np.any(np.diff(off) < 0):
+            raise ValueError("episode_offsets must be [E+1] non-decreasing offsets starting at 0")
         set_(self, "episode_offsets", off)
         E, S = off.shape[0] - 1, int(off[-1])
         if self.episode_advantage.shape != (E,):

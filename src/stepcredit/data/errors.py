@@ -13,9 +13,10 @@ class RolloutsError(ValueError):
 
     Attributes:
         source: the file name, or ``"<records>"`` / ``"<arrays>"`` for in-memory input.
-        record: where the record is: ``"line 12"`` (JSONL, 1-based), ``"row 11"`` (Parquet or
-            records, 0-based), optionally followed by the step (``", step 3"``). May be empty
-            for problems of the whole input (an empty file).
+        record: where the record is: ``"line 12"`` (JSONL, 1-based), ``"row 11"`` (Parquet or an
+            Arrow table, 0-based), ``"record 11"`` (``from_records``, 0-based) or ``"episode 11"``
+            (``from_arrays``), optionally followed by the step (``", step 3"``). Empty for
+            problems of the whole input (an empty file).
         field: the offending field (``"outcome"``, ``"steps[].state"``), or empty.
         problem: what is wrong.
         fix: how to fix it.
@@ -33,3 +34,6 @@ class RolloutsError(ValueError):
         if field:
             parts.append(f"field '{field}'")
         super().__init__(": ".join(parts) + f": {problem}. Fix: {fix}")
+
+    def __reduce__(self):  # keep the attributes across pickling (multiprocessing, Ray workers)
+        return (type(self), (self.source, self.record, self.field, self.problem, self.fix))

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from stepcredit.data.credit import Credit
 from stepcredit.data.errors import RolloutsError
-from stepcredit.data.rollouts import Rollouts, _build, _Collector
+from stepcredit.data.rollouts import Rollouts, _build, _Collector, _flatten_table
 
 __all__ = [
     "atomic_path",
@@ -74,16 +74,15 @@ def _read_parquet(p: Path) -> Rollouts:
 
 
 class _JsonlLines:
-    """Maps the i-th record of a JSONL file to its 1-based line number (blank lines skipped).
-
-    Only computed when an error must be reported.
-    """
+    """Maps the i-th record of a JSONL file to its 1-based line number (blank lines skipped)."""
 
     def __init__(self, path: Path):
         self.path = path
         self._lines: list[int] | None = None
 
-    def __call__(self, i: int) -> str:
+    @property
+    def lines(self) -> list[int]:
+        """Line numbers of the non-blank lines (one scan of the file, done once)."""
         if self._lines is None:
             lines = []
             with open(self.path, "rb") as f:
@@ -91,18 +90,40 @@ class _JsonlLines:
                     if line.strip():
                         lines.append(n)
             self._lines = lines
-        return f"line {self._lines[i]}" if i < len(self._lines) else f"record {i}"
+        return self._lines
+
+    def __call__(self, i: int) -> str:
+        lines = self.lines
+        return f"line {lines[i]}" if i < len(lines) else f"record {i}"
+
+
+def _has_temporal(t: pa.DataType) -> bool:
+    """Whether Arrow inferred a date/time type anywhere (it does so for date-like strings)."""
+    if pa.types.is_temporal(t):
+        return True
+    if pa.types.is_struct(t):
+        return any(_has_temporal(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _has_temporal(t.value_type)
+    return False
 
 
 def _read_jsonl(p: Path) -> Rollouts:
+    """Fast path: Arrow's JSON reader. Anything it might have read differently from Python's
+    ``json`` (date-like strings, int/float promotion, ``meta`` objects merged into one struct,
+    invalid UTF-8, two objects on one line) sends the file to the precise reader instead."""
     locate = _JsonlLines(p)
     try:
         table = pj.read_json(p, read_options=pj.ReadOptions(block_size=_JSON_BLOCK))
+        table.validate(full=True)  # checks UTF-8, which the JSON reader does not
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return _read_jsonl_precise(p)
-    if table.num_rows == 0 and p.stat().st_size > 0:
+    if "meta" in table.column_names or any(_has_temporal(f.type) for f in table.schema):
         return _read_jsonl_precise(p)
-    return Rollouts.from_arrow(table, source=str(p), locate=locate)
+    flat = _flatten_table(table)
+    if flat is None or table.num_rows != len(locate.lines):
+        return _read_jsonl_precise(p)
+    return _build(flat, str(p), locate)
 
 
 def _read_jsonl_precise(p: Path) -> Rollouts:
@@ -222,6 +243,13 @@ def write_credit(
     p = Path(path)
     fmt = _format(p, "output")
     _check_match(credit, ro)
+    if not isinstance(chunk_steps, int) or chunk_steps < 1:
+        raise ValueError(f"chunk_steps must be a positive integer, got {chunk_steps!r}")
+    for name in ("step_advantage", "episode_advantage", "step_return", "step_reward"):
+        values = getattr(credit, name)
+        if values is not None and not np.all(np.isfinite(values)):
+            i = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise ValueError(f"credit.{name}[{i}] is {values[i]}: only finite values can be written")
     S = ro.n_steps
     with atomic_path(p) as tmp:
         if fmt == "parquet":

@@ -165,9 +165,10 @@ class Rollouts:
         if set(self.key_values) != set(keys):
             raise ValueError("key_values and keys must name the same columns")
         if self.meta is not None:
-            set_(self, "meta", _string_array(self.meta))
-            if len(self.meta) != E:
+            meta = _string_array(self.meta)
+            if len(meta) != E:
                 raise ValueError("meta must have length E")
+            set_(self, "meta", None if meta.null_count == E else meta)
 
     # ------------------------------------------------------------------ sizes and indices
     @property
@@ -352,12 +353,9 @@ class Rollouts:
             elif name in self.columns:
                 step_arrays.append(pa.array(self.columns[name]))
                 step_names.append(name)
-        if step_arrays:
-            struct = pa.StructArray.from_arrays(step_arrays, names=step_names)
-        else:
-            struct = pa.StructArray.from_arrays(
-                [pa.nulls(self.n_steps, pa.float64())], names=["reward"]
-            ).cast(pa.struct([]))
+        if not step_arrays:  # Parquet cannot store a struct without fields: an all-null reward
+            step_arrays, step_names = [pa.nulls(self.n_steps, pa.float64())], ["reward"]
+        struct = pa.StructArray.from_arrays(step_arrays, names=step_names)
         steps = pa.ListArray.from_arrays(pa.array(self.episode_offsets.astype(np.int32)), struct)
         cols = {
             "episode_id": self.episode_id,
@@ -373,6 +371,9 @@ class Rollouts:
         """The rollouts as a list of plain dicts (the JSONL record format)."""
         table = self.to_arrow().drop_columns(["meta"]) if self.meta is not None else self.to_arrow()
         records = table.to_pylist()
+        if not self.step_fields:
+            for rec in records:
+                rec["steps"] = [{} for _ in rec["steps"]]
         if self.meta is not None:
             for rec, m in zip(records, self.meta.to_pylist()):
                 if m is not None:
@@ -397,7 +398,7 @@ class Rollouts:
         locate = locate or (lambda i: f"row {i}")
         flat = _flatten_table(table)
         if flat is None:  # an unexpected type somewhere: let the record checker find it
-            collector = _Collector(source)
+            collector = _Collector(source, meta_json_text=True)
             for start, batch in _iter_table_records(table):
                 for i, rec in enumerate(batch):
                     collector.add(rec, locate(start + i))
@@ -442,7 +443,13 @@ class Rollouts:
             RolloutsError: naming ``episode N`` / ``step`` and the field of the first problem.
         """
         source = "<arrays>"
-        outcome = np.asarray(outcome, dtype=np.float64)
+        outcome = np.asarray(outcome)
+        if outcome.ndim != 1 or outcome.dtype.kind not in "iuf":
+            raise RolloutsError(
+                source, "", "outcome", f"must be a 1-D array of numbers, got dtype {outcome.dtype}",
+                "pass a float array with one outcome per episode",
+            )
+        outcome = outcome.astype(np.float64)
         E = outcome.shape[0]
         if (episode_offsets is None) == (step_counts is None):
             raise RolloutsError(
@@ -462,6 +469,9 @@ class Rollouts:
             counts = np.asarray(step_counts, dtype=np.int64)
             if counts.shape != (E,):
                 raise RolloutsError(source, "", "step_counts", f"must have length E = {E}", "give one count per episode")
+            if np.any(counts < 0):
+                e = _first(counts < 0)
+                raise RolloutsError(source, f"episode {e}", "step_counts", f"is {int(counts[e])}, a negative count", "give every episode at least one step")
         S = int(counts.sum())
         gid_pa = _id_array(group_id)
         eid_pa = _id_array(np.arange(E) if episode_id is None else episode_id)
@@ -475,8 +485,9 @@ class Rollouts:
                     f"use one of {', '.join(STEP_COLUMNS)}",
                 )
             try:
-                arr = values if isinstance(values, pa.Array) else pa.array(np.asarray(values))
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                # lists go to Arrow as they are: np.asarray would turn [1, "a"] into strings
+                arr = values if isinstance(values, pa.Array) else pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                 raise RolloutsError(
                     source, "", f"steps[].{name}", f"cannot be converted to a column ({exc})",
                     "give one value per step, all of one type",
@@ -489,9 +500,12 @@ class Rollouts:
             step_fields[name] = arr
         meta_pa = None
         if meta is not None:
-            meta_pa = pa.array(
-                [None if m is None else json.dumps(m, allow_nan=False) for m in meta], type=pa.string()
-            )
+            texts = []
+            for e, m in enumerate(meta):
+                if m is not None and not isinstance(m, Mapping):
+                    raise RolloutsError(source, f"episode {e}", "meta", f"is {_type_name(m)}, not an object", _FIXES["meta"])
+                texts.append(None if m is None else _meta_text(m, source, f"episode {e}"))
+            meta_pa = pa.array(texts, type=pa.string())
         flat = _Flat(eid_pa, gid_pa, pa.array(outcome), counts, step_fields, meta_pa)
         return _build(flat, source, lambda i: f"episode {i}")
 
@@ -510,6 +524,7 @@ class _Flat:
 
 
 _FIXES = {
+    "meta": 'give meta as an object, e.g. "meta": {"task": "..."}',
     "episode_id": 'give every episode a unique string id, e.g. "episode_id": "g3-e7"',
     "group_id": 'give every episode the string id of its task group, e.g. "group_id": "g3"',
     "outcome": 'give the episode\'s outcome reward as a finite number, e.g. "outcome": 1.0',
@@ -519,6 +534,17 @@ _FIXES = {
 
 def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
+
+
+def _meta_text(meta: Mapping[str, Any], source: str, where: str) -> str:
+    """An episode's meta as JSON text (finite numbers only, so that it can be written back)."""
+    try:
+        return json.dumps(meta, allow_nan=False, ensure_ascii=False)
+    except (ValueError, TypeError) as exc:
+        raise RolloutsError(source, where, "meta", f"cannot be stored as JSON ({exc})", "use only JSON values with finite numbers in meta") from None
+
+
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _build(flat: _Flat, source: str, locate: Locate) -> Rollouts:
@@ -737,8 +763,9 @@ class _Collector:
     ``_build``, shared with the fast path.
     """
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, meta_json_text: bool = False):
         self.source = source
+        self.meta_json_text = meta_json_text  # Parquet/Arrow input: string meta is JSON text
         self.eid: list[str | None] = []
         self.gid: list[str | None] = []
         self.outcome: list[float | None] = []
@@ -761,12 +788,19 @@ class _Collector:
         out = rec.get("outcome")
         if out is not None and (isinstance(out, bool) or not isinstance(out, (int, float))):
             raise self._err(where, "outcome", f"is {_type_name(out)}, not a number", _FIXES["outcome"])
+        if out is not None:
+            out = self._float(out, where, "outcome")
         steps = rec.get("steps")
         if steps is not None and not isinstance(steps, list):
             raise self._err(where, "steps", f"is {_type_name(steps)}, not a list", _FIXES["steps"])
         meta = rec.get("meta")
+        if isinstance(meta, str) and self.meta_json_text:
+            try:
+                meta = json.loads(meta)
+            except ValueError as exc:
+                raise self._err(where, "meta", f"is not valid JSON text ({exc})", "store meta as the JSON text of an object") from None
         if meta is not None and not isinstance(meta, Mapping):
-            raise self._err(where, "meta", f"is {_type_name(meta)}, not an object", 'give meta as an object, e.g. "meta": {"task": "..."}')
+            raise self._err(where, "meta", f"is {_type_name(meta)}, not an object", _FIXES["meta"])
         for t, step in enumerate(steps or ()):
             if not isinstance(step, Mapping):
                 raise self._err(f"{where}, step {t}", "steps[]", f"the step is {_type_name(step)}, not an object", 'write each step as an object, e.g. {"state": "s0", "action": "a"}')
@@ -777,8 +811,8 @@ class _Collector:
         # all checks passed: collect
         self.eid.append(rec.get("episode_id"))
         self.gid.append(rec.get("group_id"))
-        self.outcome.append(None if out is None else float(out))
-        self.meta.append(None if meta is None else json.dumps(meta))
+        self.outcome.append(out)
+        self.meta.append(None if meta is None else _meta_text(meta, self.source, where))
         if steps is None:
             self.counts.append(-1)
             return
@@ -787,8 +821,17 @@ class _Collector:
             if name in STEP_COLUMNS and name not in self.steps:
                 self.steps[name] = [None] * self.n_steps
         for name, values in self.steps.items():
-            values.extend(step.get(name) for step in steps)
+            if name in INT_COLUMNS:  # whole-number floats (3.0) were accepted as counts
+                values.extend(None if step.get(name) is None else int(step[name]) for step in steps)
+            else:
+                values.extend(step.get(name) for step in steps)
         self.n_steps += len(steps)
+
+    def _float(self, v: int | float, where: str, fld: str) -> float:
+        try:
+            return float(v)
+        except OverflowError:
+            raise self._err(where, fld, "is too large for a 64-bit float", f"give '{fld.split('.')[-1]}' as a number below 1e308") from None
 
     def _check_step_value(self, name: str, v: Any, where: str) -> None:
         fld = f"steps[].{name}"
@@ -796,6 +839,8 @@ class _Collector:
             if isinstance(v, bool) or not isinstance(v, (str, int)):
                 raise self._err(where, fld, f"is {_type_name(v)}", f"give '{name}' as a string or an integer")
             kind = str if isinstance(v, str) else int
+            if kind is int and not _INT64[0] <= v <= _INT64[1]:
+                raise self._err(where, fld, f"is {v}, outside the 64-bit integer range", f"give '{name}' as a string")
             seen = self.key_kind.setdefault(name, (kind, where))
             if seen[0] is not kind:
                 raise self._err(
@@ -803,10 +848,15 @@ class _Collector:
                     f"give '{name}' the same type (all strings or all integers) in every step",
                 )
         elif name in INT_COLUMNS:
-            if isinstance(v, bool) or not isinstance(v, int):
+            whole = isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+            if isinstance(v, bool) or not whole:
                 raise self._err(where, fld, f"is {_type_name(v)} ({v!r}), not a whole number", f"give '{name}' as a whole number")
+            if not _INT64[0] <= v <= _INT64[1]:
+                raise self._err(where, fld, f"is {v}, outside the 64-bit integer range", f"give '{name}' as a count below 2**63")
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self._err(where, fld, f"is {_type_name(v)}, not a number", f"give '{name}' as a number")
+        elif isinstance(v, int):
+            self._float(v, where, fld)
 
     def flat(self) -> _Flat:
         fields = {}
