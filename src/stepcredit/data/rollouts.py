@@ -98,7 +98,7 @@ def _id_array(values) -> pa.Array:
         return _string_array(values)
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
-        arr = arr.astype(str)
+        return pc.cast(pa.array(arr.astype(np.int64)), pa.string())
     return pa.array(arr, type=pa.string())
 
 
