@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import stepcredit as sc
+from reference import outcome as ref_outcome
+from reference import value as ref_value
 from stepcredit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +54,44 @@ def test_advantages_writes_one_row_per_step_equal_to_the_library(tmp_path, capsy
     assert [r["episode_id"] for r in rows] == [eids[e] for e in ro.step_episode]
     printed = capsys.readouterr().out
     assert "stepcredit advantages" in printed and name in printed
+
+
+ORACLES = {
+    "grpo": ref_outcome.grpo,
+    "drgrpo": ref_outcome.drgrpo,
+    "rloo": ref_outcome.rloo,
+    "reinforce_pp": ref_outcome.reinforce_pp,
+    "gae": ref_value.gae,
+}
+EXAMPLE_RUNS = [
+    ("grpo", []), ("grpo", ["scale=batch"]), ("grpo", ["scale=none", "singleton=zero"]),
+    ("drgrpo", []), ("rloo", []), ("reinforce_pp", []), ("reinforce_pp", ["weight=tokens"]),
+    ("gae", []), ("gae", ["gamma=0.95", "lam=0.9", "whiten=true"]),
+]
+
+
+def test_every_estimator_has_an_example_run():
+    assert {name for name, _ in EXAMPLE_RUNS} == {s.name for s in sc.list_estimators()} == set(ORACLES)
+
+
+@pytest.mark.parametrize("name, params", EXAMPLE_RUNS, ids=[f"{n}-{'-'.join(p)}" for n, p in EXAMPLE_RUNS])
+def test_cli_on_the_example_file_gives_the_loop_reference(tmp_path, name, params):
+    """The issue's done-when: `stepcredit advantages` on the example file = the loop reference."""
+    out = tmp_path / "adv.jsonl"
+    argv = ["advantages", str(EXAMPLE), "-e", name, "-o", str(out), "-q"]
+    for p in params:
+        argv += ["-p", p]
+    assert main(argv) == 0
+    kwargs = {k: v for k, v in (sc.estimators.parse_param(name, p) for p in params)}
+    records = [json.loads(line) for line in EXAMPLE.read_text().splitlines() if line.strip()]
+    want = ORACLES[name](records, **kwargs)
+    rows = _read_output(out)
+    got = [r["advantage"] for r in rows]
+    assert got == pytest.approx(want.step_advantage, rel=1e-9, abs=1e-12)
+    got_ep = {r["episode_id"]: r["episode_advantage"] for r in rows}
+    assert [got_ep[r["episode_id"]] for r in records] == pytest.approx(want.episode_advantage, rel=1e-9, abs=1e-12)
+    if want.step_return is not None:
+        assert [r["return"] for r in rows] == pytest.approx(want.step_return, rel=1e-9, abs=1e-12)
 
 
 def test_parameters_are_parsed_and_used(tmp_path):

@@ -79,7 +79,8 @@ def weighted_whiten(x: np.ndarray, weight: np.ndarray, epsilon: float) -> np.nda
     """Whiten values over the batch with non-negative weights (verl's ``masked_whiten``).
 
     μ = Σ w x / Σ w,  σ² = (Σ w (x − μ)² / Σ w) · N/(N − 1) with N = Σ w,
-    result (x − μ) / sqrt(σ² + ε). With N <= 1 the variance is undefined and the result is
+    result (x − μ) / sqrt(σ² + ε). x − μ is computed as (x − x_r) − Σ w (x − x_r) / Σ w with x_r the first value of positive
+    weight. With N <= 1 the variance is undefined and the result is
     x − μ (that is, 0 for a single unit of weight).
 
     Args:
@@ -91,8 +92,9 @@ def weighted_whiten(x: np.ndarray, weight: np.ndarray, epsilon: float) -> np.nda
     total = w.sum()
     if total <= 0:
         return np.zeros_like(x)
-    mu = np.dot(w, x) / total
-    d = x - mu
+    # centre on a weighted member first, as group_centered does (keeps 1e-7 noise on 1e6)
+    shifted = x - x[np.flatnonzero(w > 0)[0]]
+    d = shifted - np.dot(w, shifted) / total
     if total <= 1:
         return d
     var = np.dot(w, d * d) / total * (total / (total - 1))

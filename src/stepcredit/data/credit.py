@@ -20,6 +20,17 @@ def _ro(a: np.ndarray | None) -> np.ndarray | None:
     return a
 
 
+def _check_per_row(found: np.ndarray, counts: np.ndarray, what: str, rule: str) -> None:
+    """Raise naming the first mask row whose count of ``what`` differs from its episode's steps."""
+    bad = found != counts
+    if bad.any():
+        e = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"row {e} of response_mask has {int(found[e])} {what} but episode {e} has "
+            f"{int(counts[e])} steps: {rule}"
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Credit:
     """Per-step and per-episode advantages produced by an estimator.
@@ -153,27 +164,14 @@ class Credit:
             raise ValueError(f"rows='{rows}' needs one mask row per episode ({E}), got {B}")
         counts = np.diff(self.episode_offsets)
         if rows == "tokens":
-            n_valid = mask.sum(axis=1)
-            bad = n_valid != counts
-            if bad.any():
-                e = int(np.flatnonzero(bad)[0])
-                raise ValueError(
-                    f"row {e} of response_mask has {int(n_valid[e])} valid tokens but episode {e} "
-                    f"has {int(counts[e])} steps: with rows='tokens' each valid token is one step"
-                )
+            _check_per_row(mask.sum(axis=1), counts, "valid tokens", "with rows='tokens' each valid token is one step")
             out[mask] = src  # row-major order of the valid tokens = step order
             return out
         starts = mask.copy()
         starts[:, 1:] &= ~mask[:, :-1]
         run_no = np.cumsum(starts, axis=1)
         n_runs = run_no[:, -1] if mask.shape[1] else np.zeros(B, dtype=np.int64)
-        bad = n_runs != counts
-        if bad.any():
-            e = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"row {e} of response_mask has {int(n_runs[e])} runs of response tokens but "
-                f"episode {e} has {int(counts[e])} steps: each step must be one contiguous run"
-            )
+        _check_per_row(n_runs, counts, "runs of response tokens", "each step must be one contiguous run")
         step_of_token = self.episode_offsets[:-1, None] + run_no - 1
         out[mask] = src[step_of_token[mask]]
         return out

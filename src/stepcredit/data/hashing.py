@@ -97,6 +97,8 @@ def hash_keys(values: pa.Array | pa.ChunkedArray | np.ndarray | list) -> np.ndar
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
         return splitmix64(values.astype(np.int64).view(np.uint64) ^ _INT_TAG)
     arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.uint64)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if arr.null_count:
