@@ -568,13 +568,16 @@ def _build(flat: _Flat, source: str, locate: Locate) -> Rollouts:
         row = _first(bad)
         raise RolloutsError(source, locate(row), "outcome", f"is {float(outcome[row])!r}, not a finite number", _FIXES["outcome"])
     eid = _string_array(flat.episode_id)
-    codes = pc.dictionary_encode(eid).indices.to_numpy(zero_copy_only=False)
-    _, first_idx, n_same = np.unique(codes, return_index=True, return_counts=True)
-    if np.any(n_same > 1):
-        dup = np.ones(E, dtype=bool)
-        dup[first_idx] = False
-        row = _first(dup)
-        first_row = int(first_idx[np.searchsorted(_, codes[row])])
+    enc = pc.dictionary_encode(eid)
+    if len(enc.dictionary) < E:  # some id repeats: name the first repeat and its original
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        first_of_code = np.full(len(enc.dictionary), -1, dtype=np.int64)
+        seen = np.zeros(E, dtype=bool)
+        uniq, first_idx = np.unique(codes, return_index=True)
+        first_of_code[uniq] = first_idx
+        seen[first_idx] = True
+        row = _first(~seen)
+        first_row = int(first_of_code[codes[row]])
         raise RolloutsError(
             source, locate(row), "episode_id",
             f"{eid[row].as_py()!r} is also the id of {locate(first_row)}",
