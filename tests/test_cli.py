@@ -223,3 +223,18 @@ def test_example_file_summary_is_sane():
     assert len(set(keys.tolist())) < ro.n_steps / 4
     assert 0 < ro.outcome.mean() < 1
     assert all(math.isfinite(x) for x in sc.estimate(ro, "grpo").step_advantage)
+
+
+def test_progress_bars_can_be_forced_on_and_off(tmp_path, capsys):
+    for mode in ("always", "never"):
+        out = tmp_path / f"adv-{mode}.parquet"
+        assert main(["advantages", str(EXAMPLE), "-e", "rloo", "-o", str(out), "--progress", mode, "-q"]) == 0
+        assert pq.read_table(out).num_rows == sc.read_rollouts(EXAMPLE).n_steps
+    assert capsys.readouterr().out == ""  # -q: no summary table
+
+
+def test_without_output_only_the_summary_is_printed(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["advantages", str(EXAMPLE), "-e", "grpo"]) == 0
+    assert "give -o FILE to write" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
