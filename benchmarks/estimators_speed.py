@@ -506,7 +506,7 @@ def bench_io(inp: Input, repeats: int) -> tuple[list[IoRow], list[IoRow]]:
             credit = sc.estimate(ro, est)
             for ext in ("parquet", "jsonl"):
                 path = d / f"credit-{est}.{ext}"
-                t = time_call(lambda: sc.write_credit(credit, ro, path), repeats)
+                t = time_call(lambda c=credit, p=path: sc.write_credit(c, ro, p), repeats)
                 rows.append(IoRow(f"write_credit {est} -> .{ext}", t, repeats, S, path.stat().st_size))
                 log(f"  write_credit {est} .{ext}: {t:.3f}s ({path.stat().st_size / 1e6:.0f} MB)")
                 path.unlink()

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from stepcredit.data.credit import Credit
 from stepcredit.data.errors import RolloutsError
-from stepcredit.data.rollouts import Rollouts, _build, _Collector, _flatten_table
+from stepcredit.data.rollouts import Rollouts, _build
+from stepcredit.data.schema import RecordChecker, flatten_table
 
 __all__ = [
     "atomic_path",
@@ -120,7 +121,7 @@ def _read_jsonl(p: Path) -> Rollouts:
         return _read_jsonl_precise(p)
     if "meta" in table.column_names or any(_has_temporal(f.type) for f in table.schema):
         return _read_jsonl_precise(p)
-    flat = _flatten_table(table)
+    flat = flatten_table(table)
     if flat is None or table.num_rows != len(locate.lines):
         return _read_jsonl_precise(p)
     return _build(flat, str(p), locate)
@@ -128,7 +129,7 @@ def _read_jsonl(p: Path) -> Rollouts:
 
 def _read_jsonl_precise(p: Path) -> Rollouts:
     """Line-by-line reader: slower, and its errors name the exact line and field."""
-    collector = _Collector(str(p))
+    collector = RecordChecker(str(p))
     line_of: list[int] = []
     with open(p, "rb") as f:
         for n, raw in enumerate(f, 1):
