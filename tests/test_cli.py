@@ -238,3 +238,13 @@ def test_without_output_only_the_summary_is_printed(tmp_path, capsys, monkeypatc
     assert main(["advantages", str(EXAMPLE), "-e", "grpo"]) == 0
     assert "give -o FILE to write" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_shipped_example_is_what_the_example_script_makes(tmp_path):
+    out = tmp_path / "rollouts.jsonl"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "make_example.py"), "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == EXAMPLE.read_text()
