@@ -32,6 +32,8 @@ GROUP_NAMES = ("g0", "g1", "g10", "g2", "b", "a", "7", "-3", "00", "", " ", "任
 STATE_TEXT = st.text(
     alphabet=st.sampled_from("ab01 ßéΩж任务🙂\n\t\"'\\"), min_size=0, max_size=6
 )
+# near-duplicates on purpose: "normalized" matching merges "s0", "S0" and " s0\t"
+STATE_POOL = st.sampled_from(("s0", "S0", " s0\t", "s1", "s 1", "s  1", "ж", "任务"))
 ACTIONS = ("left", "right", "search[ünïcode]", "", "click 🙂")
 
 # offset + value keeps a group's outcomes on one scale (see the module docstring)
@@ -74,7 +76,9 @@ def steps_of(
             step["tokens"] = draw(st.integers(0, 12))
         if fields["reward"] == "all" or (fields["reward"] == "partial" and draw(st.booleans())):
             step["reward"] = draw(st.one_of(st.sampled_from((0.0, 1.0, -1.0)), MODERATE))
-        if fields["state"]:
+        if fields["state"] == "pool":  # few distinct states: anchor states recur in a group
+            step["state"] = draw(STATE_POOL)
+        elif fields["state"]:
             step["state"] = draw(STATE_TEXT)
         if fields["action"]:
             step["action"] = draw(st.sampled_from(ACTIONS))
@@ -88,6 +92,7 @@ def rollout_records(
     *,
     value: bool | None = None,
     tokens: bool | None = None,
+    state: bool | None = None,
     max_groups: int = 6,
     max_group_size: int = 6,
     max_steps: int = 5,
@@ -98,6 +103,8 @@ def rollout_records(
     Args:
         value: every step has ``value`` (True), none has (False) or either (None: drawn).
         tokens: the same for ``tokens``.
+        state: the same for ``state``; the states come from a small pool (so that they
+            recur: anchor states) or are random text, drawn per rollout.
         max_groups, max_group_size, max_steps: size bounds of an ordinary draw.
         huge: allow one group of 20..64 episodes now and then.
     """
@@ -121,7 +128,11 @@ def rollout_records(
         ),
         "tokens": tokens if tokens is not None else draw(st.booleans()),
         "reward": draw(st.sampled_from(("none", "all", "partial"))),
-        "state": draw(st.booleans()),
+        "state": (
+            draw(st.sampled_from(("pool", "text")))
+            if (state if state is not None else draw(st.booleans()))
+            else False
+        ),
         "action": draw(st.booleans()),
     }
     episodes = []
@@ -151,8 +162,8 @@ def rollouts(**kwargs: Any) -> st.SearchStrategy[Rollouts]:
 
 def _examples() -> list[list[dict[str, Any]]]:
     """Fixed records at a large common offset, given to ``@example`` so that every run checks
-    them (the random search reaches such batches only now and then). Every step has ``value``
-    and ``tokens``, so every estimator can run on them."""
+    them (the random search reaches such batches only now and then). Every step has ``value``,
+    ``tokens`` and ``state``, so every estimator can run on them."""
     # four singleton groups at 1e6 + k·1e-7: group-centred values keep the offset ("raw")
     singletons = [
         {
@@ -185,7 +196,11 @@ def _examples() -> list[list[dict[str, Any]]]:
         }
         for k in range(4)
     ]
-    return [singletons, near_values, behind_zero_weight]
+    examples = [singletons, near_values, behind_zero_weight]
+    for records in examples:  # a state on every step (anchor states recur), for gigpo & co.
+        for i, rec in enumerate(records):
+            rec["steps"] = [{**step, "state": f"s{(i + t) % 3}"} for t, step in enumerate(rec["steps"])]
+    return examples
 
 
 LARGE_OFFSET_EXAMPLES: list[list[dict[str, Any]]] = _examples()

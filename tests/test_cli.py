@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import stepcredit as sc
+from reference import anchor as ref_anchor
 from reference import outcome as ref_outcome
 from reference import value as ref_value
 from stepcredit.cli import main
@@ -62,11 +63,13 @@ ORACLES = {
     "rloo": ref_outcome.rloo,
     "reinforce_pp": ref_outcome.reinforce_pp,
     "gae": ref_value.gae,
+    "gigpo": ref_anchor.gigpo,
 }
 EXAMPLE_RUNS = [
     ("grpo", []), ("grpo", ["scale=batch"]), ("grpo", ["scale=none", "singleton=zero"]),
     ("drgrpo", []), ("rloo", []), ("reinforce_pp", []), ("reinforce_pp", ["weight=tokens"]),
     ("gae", []), ("gae", ["gamma=0.95", "lam=0.9", "whiten=true"]),
+    ("gigpo", []), ("gigpo", ["norm=mean", "omega=0.5", "episode_stats=steps"]),
 ]
 
 

@@ -26,7 +26,7 @@ from stepcredit.ops import reverse_discounted_cumsum
 
 RTOL, ATOL = 1e-9, 1e-12
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FULL = rollout_records(value=True, tokens=True)
+FULL = rollout_records(value=True, tokens=True, state=True)
 
 
 def param_cases(spec) -> list[dict]:
@@ -56,6 +56,7 @@ GROUP_LOCAL: dict[str, Callable[[dict], bool]] = {
     "rloo": lambda p: True,
     "gae": lambda p: not p.get("whiten", False),  # whitening is over the whole batch
     "reinforce_pp": lambda p: False,
+    "gigpo": lambda p: True,  # episode and step groups are both inside a group
 }
 LOCAL_CASES = [c for c in CASES if c.values[0] in GROUP_LOCAL and GROUP_LOCAL[c.values[0]](c.values[1])]
 
@@ -225,7 +226,7 @@ def test_output_finite_with_shapes(name, params, records):
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_runs_with_only_the_columns_it_needs(name, params):
     needed = needed_columns(name, params)
-    steps = [{"value": 0.5, "tokens": 2, "reward": 0.25}, {"value": -1.0, "tokens": 1}]
+    steps = [{"value": 0.5, "tokens": 2, "reward": 0.25, "state": "s0"}, {"value": -1.0, "tokens": 1, "state": "s1"}]
     recs = [
         {"episode_id": f"e{i}", "group_id": g, "outcome": r,
          "steps": [{k: v for k, v in s.items() if k in needed} for s in steps[: 1 + i % 2]]}

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from reference import OracleCredit
 from reference import outcome as ref_outcome
 from reference import value as ref_value
+from reference import anchor as ref_anchor
 from strategies import LARGE_OFFSET_EXAMPLES, rollout_records
 
 import stepcredit
@@ -31,6 +32,7 @@ ORACLES: dict[str, typing.Callable[..., OracleCredit]] = {
     "rloo": ref_outcome.rloo,
     "reinforce_pp": ref_outcome.reinforce_pp,
     "gae": ref_value.gae,
+    "gigpo": ref_anchor.gigpo,  # compared in test_estimators_anchor.py (needs states that recur)
 }
 GRIDS: dict[str, dict[str, tuple]] = {
     "grpo": {
@@ -120,7 +122,7 @@ SPLIT = {
 }
 CASES = [
     pytest.param(name, {SPLIT[name]: v}, id=f"{name}-{SPLIT[name]}={v}")
-    for name in sorted(ORACLES)
+    for name in sorted(GRIDS)
     for v in GRIDS[name][SPLIT[name]]
 ]
 

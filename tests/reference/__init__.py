@@ -33,12 +33,14 @@ class OracleCredit:
         episode_advantage: [E] one advantage per episode.
         step_return: [S] return targets (GAE) or None.
         step_reward: [S] the rewards used (GAE: outcome added at the last step) or None.
+        diagnostics: counts the estimator reports (e.g. GiGPO's anchor groups) or None.
     """
 
     step_advantage: list[float]
     episode_advantage: list[float]
     step_return: list[float] | None = None
     step_reward: list[float] | None = None
+    diagnostics: dict | None = None
 
 
 def exact(x: float | int) -> Fraction:

@@ -3,7 +3,8 @@
 Importing this package registers every built-in estimator.
 """
 
-from stepcredit.estimators import outcome, value  # noqa: F401  (registers the estimators)
+from stepcredit.estimators import anchor, outcome, value  # noqa: F401  (registers the estimators)
+from stepcredit.estimators.anchor import gigpo, step_groups
 from stepcredit.estimators.outcome import drgrpo, grpo, reinforce_pp, rloo
 from stepcredit.estimators.registry import (
     EstimatorError,
@@ -24,6 +25,7 @@ __all__ = [
     "drgrpo",
     "estimate",
     "gae",
+    "gigpo",
     "get_estimator",
     "grpo",
     "list_estimators",
@@ -31,4 +33,5 @@ __all__ = [
     "register",
     "reinforce_pp",
     "rloo",
+    "step_groups",
 ]
