@@ -26,6 +26,7 @@ __all__ = [
     "Singleton",
     "group_centered",
     "group_count",
+    "group_scale",
     "group_std",
     "reverse_discounted_cumsum",
     "weighted_whiten",
@@ -73,6 +74,12 @@ def group_std(centered: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndar
     ss = np.bincount(codes, weights=centered * centered, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sqrt(ss / (count - 1))
+
+
+def group_scale(centered: np.ndarray, codes: np.ndarray, n_groups: int, epsilon: float) -> np.ndarray:
+    """[G] the denominator std_g + ε of a group normalisation, with std := 1 for one member."""
+    count = np.bincount(codes, minlength=n_groups)
+    return np.where(count == 1, 1.0, group_std(centered, codes, n_groups)) + epsilon
 
 
 def weighted_whiten(x: np.ndarray, weight: np.ndarray, epsilon: float) -> np.ndarray:

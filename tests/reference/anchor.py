@@ -46,6 +46,13 @@ def _centre(values: list[float], singleton: str, one_member_is_zero: bool) -> tu
     return c, math.sqrt(float(var))
 
 
+def _rounding(values: list[float], scale: float) -> float:
+    """How far any float evaluation of a centred value over ``values`` may be off: the sums
+    that produced the values (episode totals, step returns) are rounded at the magnitude of the
+    largest of them, a few ulps, whatever the order of summation. Divided by the scale F."""
+    return 8 * math.ulp(max(abs(v) for v in values)) / scale
+
+
 def _scale(std: float | None, norm: str, epsilon: float) -> float:
     if norm == "mean":
         return 1.0
@@ -83,6 +90,7 @@ def gigpo(
 
     # episode part
     episode_adv = [0.0] * len(records)
+    episode_tol = [0.0] * len(records)
     groups: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
         groups.setdefault(rec["group_id"], []).append(i)
@@ -91,11 +99,13 @@ def gigpo(
             c, std = _centre([scores[i] for i in members], singleton, False)
             for i, ci in zip(members, c):
                 episode_adv[i] = float(ci) / _scale(std, norm, epsilon)
+                episode_tol[i] = _rounding([scores[j] for j in members], _scale(std, norm, epsilon))
         else:  # statistics over step rows: episode i counts once per step
             rows = [i for i in members for _ in records[i]["steps"]]
             c, std = _centre([scores[i] for i in rows], singleton, False)
             for i, ci in zip(rows, c):
                 episode_adv[i] = float(ci) / _scale(std, norm, epsilon)
+                episode_tol[i] = _rounding([scores[j] for j in rows], _scale(std, norm, epsilon))
 
     # step part: step groups keyed by (group, state)
     step_groups: dict[tuple, list[tuple[int, int]]] = {}
@@ -104,6 +114,7 @@ def gigpo(
             key = (rec["group_id"], type(step["state"]).__name__, match_key(step["state"], match))
             step_groups.setdefault(key, []).append((i, t))
     step_adv = [[0.0] * len(rec["steps"]) for rec in records]
+    step_tol = [[0.0] * len(rec["steps"]) for rec in records]
     anchor_groups = 0
     anchored = 0
     for members in step_groups.values():
@@ -113,13 +124,17 @@ def gigpo(
             anchored += len(members)
         for (i, t), ci in zip(members, c):
             step_adv[i][t] = float(ci) / _scale(std, norm, epsilon)
+            if len(members) > 1:
+                step_tol[i][t] = _rounding([returns[j][u] for j, u in members], _scale(std, norm, epsilon))
 
     flat_adv: list[float] = []
     flat_ret: list[float] = []
     flat_rew: list[float] = []
+    flat_tol: list[float] = []
     for i in range(len(records)):
         for t in range(len(records[i]["steps"])):
             flat_adv.append(episode_adv[i] + omega * step_adv[i][t])
+            flat_tol.append(episode_tol[i] + abs(omega) * step_tol[i][t])
             flat_ret.append(returns[i][t])
             flat_rew.append(rewards[i][t])
     n_steps = len(flat_adv)
@@ -131,5 +146,8 @@ def gigpo(
         diagnostics={
             "anchor_groups": anchor_groups,
             "anchored_step_fraction": anchored / n_steps if n_steps else 0.0,
+            # absolute error bounds of any float implementation (see _rounding)
+            "step_tolerance": flat_tol,
+            "episode_tolerance": episode_tol,
         },
     )

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from stepcredit.data import Credit, Rollouts, hash_keys
 from stepcredit.estimators.registry import EstimatorError, register
 from stepcredit.estimators.value import step_rewards_with_outcome
-from stepcredit.ops import group_centered, group_count, group_std, reverse_discounted_cumsum
+from stepcredit.ops import group_centered, group_count, group_scale, reverse_discounted_cumsum
 
 __all__ = ["gigpo", "step_groups"]
 
@@ -118,33 +118,21 @@ def gigpo(
     total = np.add.reduceat(r, ro.episode_offsets[:-1])
     count = group_count(codes, G)
 
-    # episode part
+    # episode part: statistics over episodes (paper) or over step rows (official code)
     if episode_stats == "episodes":
-        c = group_centered(total, codes, G, singleton)
-        std = group_std(c, codes, G)
-        f_ep = np.where(count == 1, 1.0, std) + epsilon if norm == "mean_std" else np.ones(G)
-        episode_adv = c / f_ep[codes]
+        values, stat_codes, first_row = total, codes, slice(None)
     else:
-        step_codes = codes[ro.step_episode]
-        rows = total[ro.step_episode]
-        c_rows = group_centered(rows, step_codes, G, singleton)
-        rows_per_group = group_count(step_codes, G)
-        std = group_std(c_rows, step_codes, G)
-        f_ep = np.where(rows_per_group == 1, 1.0, std) + epsilon if norm == "mean_std" else np.ones(G)
-        # every row of an episode has the same centred value: take the episode's first row
-        episode_adv = c_rows[ro.episode_offsets[:-1]] / f_ep[codes]
+        values, stat_codes, first_row = total[ro.step_episode], codes[ro.step_episode], ro.episode_offsets[:-1]
+    c = group_centered(values, stat_codes, G, singleton)
+    f_ep = group_scale(c, stat_codes, G, epsilon) if norm == "mean_std" else np.ones(G)
+    episode_adv = c[first_row] / f_ep[codes]  # all rows of an episode share its centred value
 
     # step part
     ret = reverse_discounted_cumsum(r, ro.episode_offsets, gamma)
     sg, n_sg = step_groups(ro, match)
     sg_count = group_count(sg, n_sg)
     c_step = group_centered(ret, sg, n_sg, "zero")  # a one-step group: A^S = 0
-    if norm == "mean_std":
-        sg_std = group_std(c_step, sg, n_sg)
-        f_step = np.where(sg_count == 1, 1.0, sg_std) + epsilon
-        step_adv = c_step / f_step[sg]
-    else:
-        step_adv = c_step
+    step_adv = c_step / group_scale(c_step, sg, n_sg, epsilon)[sg] if norm == "mean_std" else c_step
     anchored = sg_count[sg] > 1
     adv = episode_adv[ro.step_episode] + omega * step_adv
     return Credit(

@@ -17,7 +17,7 @@ import numpy as np
 
 from stepcredit.data import Credit, Rollouts
 from stepcredit.estimators.registry import EstimatorError, register
-from stepcredit.ops import Singleton, group_centered, group_count, group_std, weighted_whiten
+from stepcredit.ops import Singleton, group_centered, group_count, group_scale, group_std, weighted_whiten
 
 __all__ = ["drgrpo", "grpo", "reinforce_pp", "rloo"]
 
@@ -95,9 +95,7 @@ def grpo(
     _check_positive("grpo", epsilon=epsilon)
     c, count, diag = _group_stats(ro, singleton)
     if scale == "group":
-        std = group_std(c, ro.episode_group, ro.n_groups)
-        std[count == 1] = 1.0
-        adv = c / (std[ro.episode_group] + epsilon)
+        adv = c / group_scale(c, ro.episode_group, ro.n_groups, epsilon)[ro.episode_group]
     elif scale == "batch":
         E = ro.n_episodes
         if E > 1:
