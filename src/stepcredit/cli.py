@@ -19,8 +19,21 @@ import numpy as np
 
 from stepcredit import __version__
 from stepcredit._ui import print_table, progress
-from stepcredit.data import MissingColumnError, Rollouts, RolloutsError, read_rollouts, write_credit
-from stepcredit.estimators import EstimatorError, estimate, get_estimator, list_estimators, parse_param
+from stepcredit.data import (
+    MissingColumnError,
+    Rollouts,
+    RolloutsError,
+    read_rollouts,
+    write_credit,
+)
+from stepcredit.data.io import FORMATS
+from stepcredit.estimators import (
+    EstimatorError,
+    estimate,
+    get_estimator,
+    list_estimators,
+    parse_param,
+)
 
 __all__ = ["main"]
 
@@ -81,7 +94,7 @@ def _cmd_advantages(args: argparse.Namespace) -> int:
     params = dict(parse_param(spec.name, a) for a in args.param)
     spec.bind(params)  # validate before reading anything
     out = Path(args.output) if args.output else None
-    if out is not None and out.suffix.lower() not in (".jsonl", ".ndjson", ".parquet", ".pq"):
+    if out is not None and out.suffix.lower() not in FORMATS:
         raise EstimatorError(f"output {out}: unknown extension '{out.suffix}'; name it *.jsonl or *.parquet")
     t0 = time.perf_counter()
     in_path = Path(args.input)

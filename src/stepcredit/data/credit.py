@@ -8,16 +8,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from stepcredit.data.schema import _readonly
+
 __all__ = ["Credit"]
-
-
-def _ro(a: np.ndarray | None) -> np.ndarray | None:
-    if a is None:
-        return None
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    if a.flags.writeable:
-        a.flags.writeable = False
-    return a
 
 
 def _check_per_row(found: np.ndarray, counts: np.ndarray, what: str, rule: str) -> None:
@@ -61,7 +54,8 @@ class Credit:
         if self.step_advantage is None or self.episode_advantage is None:
             raise ValueError("Credit needs step_advantage [S] and episode_advantage [E]")
         for name in ("step_advantage", "episode_advantage", "step_return", "step_reward"):
-            set_(self, name, _ro(getattr(self, name)))
+            a = getattr(self, name)
+            set_(self, name, None if a is None else _readonly(a, np.float64))
         off = np.ascontiguousarray(self.episode_offsets, dtype=np.int64)
         if off.ndim != 1 or off.shape[0] < 1 or off[0] != 0 or np.any(np.diff(off) < 0):
             raise ValueError("episode_offsets must be [E+1] non-decreasing offsets starting at 0")

@@ -27,6 +27,7 @@ from stepcredit.data.rollouts import Rollouts, _build
 from stepcredit.data.schema import RecordChecker, flatten_table
 
 __all__ = [
+    "FORMATS",
     "atomic_path",
     "credit_table",
     "read_rollouts",
@@ -35,12 +36,13 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
-_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+#: file extension -> format, for every reader and writer
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 _JSON_BLOCK = 1 << 24  # 16 MiB blocks for Arrow's JSON reader
 
 
 def _format(path: Path, role: str) -> str:
-    fmt = _FORMATS.get(path.suffix.lower())
+    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise RolloutsError(
             str(path), "", "", f"the {role} file has an unknown extension '{path.suffix}'",

@@ -52,6 +52,7 @@ from stepcredit.data.schema import (
     _id_array,
     _iter_table_records,
     _meta_text,
+    _readonly,
     _string_array,
     _type_name,
     flatten_table,
@@ -68,7 +69,6 @@ __all__ = [
 ]
 
 
-
 class MissingColumnError(ValueError):
     """An estimator (or transform) needs a step column the rollouts do not have."""
 
@@ -81,15 +81,6 @@ class MissingColumnError(ValueError):
             f"(step fields present: {have}). Fix: add '{column}' to every step, or choose "
             f"an estimator that does not need it (`stepcredit estimators` lists what each needs)"
         )
-
-
-def _readonly(a: np.ndarray, dtype) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=dtype)
-    if a.flags.writeable:
-        if a.base is not None or not a.flags.owndata:
-            a = a.copy()
-        a.flags.writeable = False
-    return a
 
 
 @dataclass(frozen=True, eq=False)

@@ -34,6 +34,15 @@ _REQUIRED = ("episode_id", "group_id", "outcome", "steps")
 Locate = Callable[[int], str]
 
 
+def _readonly(a: np.ndarray, dtype) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if a.flags.writeable:
+        if a.base is not None or not a.flags.owndata:
+            a = a.copy()
+        a.flags.writeable = False
+    return a
+
+
 def _string_array(values) -> pa.Array:
     arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
     if isinstance(arr, pa.ChunkedArray):

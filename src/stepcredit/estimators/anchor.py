@@ -15,9 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stepcredit.data import Credit, Rollouts, hash_keys
-from stepcredit.estimators.registry import EstimatorError, register
+from stepcredit.estimators.registry import check_positive, check_unit_interval, register
 from stepcredit.estimators.value import step_rewards_with_outcome
-from stepcredit.ops import group_centered, group_count, group_scale, reverse_discounted_cumsum
+from stepcredit.ops import (
+    group_centered,
+    group_count,
+    group_scale,
+    reverse_discounted_cumsum,
+)
 
 __all__ = ["gigpo", "step_groups"]
 
@@ -109,10 +114,8 @@ def gigpo(
     ``episode_stats="steps"``); its invalid-action penalty is a reward transform, not part of
     the estimator; its similarity mode is not implemented.
     """
-    if not epsilon > 0:
-        raise EstimatorError(f"estimator 'gigpo': epsilon={epsilon} must be > 0")
-    if not 0.0 <= gamma <= 1.0:
-        raise EstimatorError(f"estimator 'gigpo': gamma={gamma} must lie in [0, 1]")
+    check_positive("gigpo", epsilon=epsilon)
+    check_unit_interval("gigpo", gamma=gamma)
     codes, G = ro.episode_group, ro.n_groups
     r = step_rewards_with_outcome(ro)
     total = np.add.reduceat(r, ro.episode_offsets[:-1])

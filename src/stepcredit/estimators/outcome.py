@@ -16,8 +16,15 @@ from typing import Literal
 import numpy as np
 
 from stepcredit.data import Credit, Rollouts
-from stepcredit.estimators.registry import EstimatorError, register
-from stepcredit.ops import Singleton, group_centered, group_count, group_scale, group_std, weighted_whiten
+from stepcredit.estimators.registry import check_positive, register
+from stepcredit.ops import (
+    Singleton,
+    group_centered,
+    group_count,
+    group_scale,
+    group_std,
+    weighted_whiten,
+)
 
 __all__ = ["drgrpo", "grpo", "reinforce_pp", "rloo"]
 
@@ -43,12 +50,6 @@ def _outcome_credit(ro: Rollouts, episode_advantage: np.ndarray, **diagnostics) 
         episode_offsets=ro.episode_offsets,
         diagnostics=diagnostics,
     )
-
-
-def _check_positive(estimator: str, **params: float) -> None:
-    for name, v in params.items():
-        if not v > 0:
-            raise EstimatorError(f"estimator '{estimator}': {name}={v} must be > 0 (an all-equal group would give 0/0)")
 
 
 def _group_stats(ro: Rollouts, singleton: Singleton) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -92,7 +93,7 @@ def grpo(
     Differs from official code: none (the paper has no released code; matches verl 0.9
     ``compute_grpo_outcome_advantage`` and TRL's ``scale_rewards`` semantics).
     """
-    _check_positive("grpo", epsilon=epsilon)
+    check_positive("grpo", epsilon=epsilon)
     c, count, diag = _group_stats(ro, singleton)
     if scale == "group":
         adv = c / group_scale(c, ro.episode_group, ro.n_groups, epsilon)[ro.episode_group]
@@ -184,7 +185,7 @@ def reinforce_pp(
     reasoning. Differs from official code: verl whitens per token; the default here weights by
     steps (weight="tokens" reproduces verl).
     """
-    _check_positive("reinforce_pp", epsilon=epsilon)
+    check_positive("reinforce_pp", epsilon=epsilon)
     c, _, diag = _group_stats(ro, singleton)
     if weight == "steps":
         w = ro.step_counts

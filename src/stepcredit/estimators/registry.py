@@ -22,6 +22,8 @@ from stepcredit.data import Credit, Rollouts
 __all__ = [
     "EstimatorError",
     "EstimatorSpec",
+    "check_positive",
+    "check_unit_interval",
     "Param",
     "estimate",
     "get_estimator",
@@ -35,6 +37,21 @@ Family = Literal["outcome", "value", "anchor", "tree", "progress", "implicit"]
 
 class EstimatorError(ValueError):
     """An unknown estimator name or an invalid parameter."""
+
+
+def check_positive(estimator: str, **params: float) -> None:
+    """Raise EstimatorError unless every given parameter is > 0 (stabilisers such as ε)."""
+    for name, v in params.items():
+        if not v > 0:
+            raise EstimatorError(f"estimator '{estimator}': {name}={v} must be > 0 (an all-equal group would give 0/0)")
+
+
+def check_unit_interval(estimator: str, **params: float) -> None:
+    """Raise EstimatorError unless every given parameter lies in [0, 1] (γ, λ)."""
+    bad = {k: v for k, v in params.items() if not 0.0 <= v <= 1.0}
+    if bad:
+        given = " and ".join(f"{k}={v}" for k, v in bad.items())
+        raise EstimatorError(f"estimator '{estimator}': {given} must lie in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from stepcredit.data import Credit, Rollouts
-from stepcredit.estimators.registry import EstimatorError, register
+from stepcredit.estimators.registry import check_unit_interval, register
 from stepcredit.ops import reverse_discounted_cumsum, weighted_whiten
 
 __all__ = ["gae"]
@@ -57,8 +57,7 @@ def gae(
     (Schulman et al., 2016, arXiv:1506.02438). Differs from official code: none; per step, not
     per token (a trainer that wants per-token GAE gives one step per token).
     """
-    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
-        raise EstimatorError(f"estimator 'gae': gamma={gamma} and lam={lam} must lie in [0, 1]")
+    check_unit_interval("gae", gamma=gamma, lam=lam)
     v = ro.column("value", by="estimator 'gae'")
     r = step_rewards_with_outcome(ro)
     # δ_t = r_t + γ V_{t+1} − V_t, built in place; V after the last step of an episode is 0
