@@ -11,7 +11,11 @@
   unicode, empty or numeric-looking strings;
 * optional step fields: ``value`` (possibly around 1e6), ``tokens`` (0 allowed), ``reward``
   (in every step, in none, or only in some: an absent reward is 0), unicode ``state`` strings
-  and ``action`` strings.
+  and ``action`` strings; with ``extra``: ``process`` and ``p_answer`` (in [0, 1], exact
+  repeats and 0 gains likely), ``grounding`` (0 or 1) and ``importance`` (>= 0, zeros
+  likely); with ``tree``: ``node`` ids of tree rollouts (an episode copies the node ids of a
+  prefix of an earlier episode of its group, then branches off with new ids; the ids restart
+  in every group, so the same id names different nodes in different groups).
 
 Within one group the outcomes stay on one scale (offset + values of at most ~10): a group that
 mixes 0 and 2e6 with a member at 1e6 + 1e-7 has no float64 representation of that member's
@@ -61,6 +65,9 @@ def group_outcomes(draw: st.DrawFn, size: int) -> list[float]:
     return [offset + v for v in values]
 
 
+PROB = st.one_of(st.sampled_from((0.0, 0.5, 1.0, 0.25)), st.floats(0.0, 1.0))
+
+
 def steps_of(
     draw: st.DrawFn,
     n: int,
@@ -70,6 +77,11 @@ def steps_of(
     steps = []
     for _ in range(n):
         step: dict[str, Any] = {}
+        if fields.get("extra"):
+            step["process"] = draw(PROB)
+            step["p_answer"] = draw(PROB)
+            step["grounding"] = draw(st.sampled_from((0.0, 1.0)))
+            step["importance"] = draw(st.one_of(st.just(0.0), st.floats(0.0, 5.0)))
         if fields["value"] is not None:
             step["value"] = fields["value"] + draw(MODERATE)
         if fields["tokens"]:
@@ -97,6 +109,8 @@ def rollout_records(
     max_group_size: int = 6,
     max_steps: int = 5,
     huge: bool = True,
+    extra: bool = False,
+    tree: bool = False,
 ) -> list[dict[str, Any]]:
     """A list of episode records (see the module docstring).
 
@@ -107,6 +121,8 @@ def rollout_records(
             recur: anchor states) or are random text, drawn per rollout.
         max_groups, max_group_size, max_steps: size bounds of an ordinary draw.
         huge: allow one group of 20..64 episodes now and then.
+        extra: every step has ``process``, ``p_answer``, ``grounding`` and ``importance``.
+        tree: every step has a ``node`` id and the episodes of a group form a tree.
     """
     n_groups = draw(st.integers(1, max_groups))
     sizes = [draw(st.one_of(st.just(1), st.integers(1, max_group_size))) for _ in range(n_groups)]
@@ -134,6 +150,7 @@ def rollout_records(
             else False
         ),
         "action": draw(st.booleans()),
+        "extra": extra,
     }
     episodes = []
     for g, size in enumerate(sizes):
@@ -142,14 +159,27 @@ def rollout_records(
     # interleave the groups: episodes of one group end up non-contiguous and unsorted
     episodes = draw(st.permutations(episodes))
     records = []
+    paths: dict[str, list[list[str]]] = {}  # tree: the node paths of a group's episodes so far
     for k, (gid, outcome) in enumerate(episodes):
         n_steps = draw(st.one_of(st.just(1), st.integers(1, max_steps)))
+        steps = steps_of(draw, n_steps, fields)
+        if tree:
+            earlier = paths.setdefault(gid, [])
+            prefix: list[str] = []
+            if earlier and draw(st.integers(0, 3)) > 0:  # usually share a prefix
+                parent = draw(st.sampled_from(earlier))
+                prefix = parent[: draw(st.integers(0, min(len(parent), n_steps)))]
+            fresh = sum(len(p) for p in earlier)  # ids unique within the group
+            path = prefix + [f"n{fresh + t}" for t in range(n_steps - len(prefix))]
+            earlier.append(path)
+            for step, node in zip(steps, path):
+                step["node"] = node
         records.append(
             {
                 "episode_id": f"ep-{k}-é",
                 "group_id": gid,
                 "outcome": outcome,
-                "steps": steps_of(draw, n_steps, fields),
+                "steps": steps,
             }
         )
     return records

@@ -31,7 +31,7 @@ from stepcredit import Credit, Rollouts, RolloutsError, hash_keys
 from stepcredit.data.hashing import splitmix64
 from stepcredit.data.io import _read_jsonl_precise, credit_table
 
-FLOAT_FIELDS = ("reward", "process", "value", "p_answer", "logp", "ref_logp")
+FLOAT_FIELDS = ("reward", "process", "value", "p_answer", "grounding", "importance", "logp", "ref_logp")
 
 
 # ---------------------------------------------------------------------- data
@@ -51,6 +51,8 @@ def rich_records(int_keys: bool = False) -> list[dict]:
                 "process": 0.1 * t,
                 "value": 1e-300 if t == 0 else 1e22,
                 "p_answer": 0.5 ** (t + 1),
+                "grounding": float(t % 2),
+                "importance": 0.25 * t,
                 "logp": -1.25 * (t + 1),
                 "ref_logp": -1.5 * (t + 1),
                 "tokens": [0, 17, 2**40, 3][t],

@@ -12,7 +12,7 @@ Required: ``episode_id`` (string, unique), ``group_id`` (string), ``outcome`` (f
 * key fields, a string or an integer, hashed to uint64 (see ``stepcredit.data.hashing``):
   ``state``, ``action``, ``node``;
 * numeric fields: ``reward`` (default 0 where absent), ``process``, ``value``, ``p_answer``,
-  ``logp``, ``ref_logp`` (finite numbers) and ``tokens`` (a non-negative integer).
+  ``grounding``, ``importance``, ``logp``, ``ref_logp`` (finite numbers) and ``tokens`` (a non-negative integer).
 
 A step field other than ``reward`` must be in every step or in none ("partial presence" is an
 error, because an estimator that needs the column would otherwise read made-up values). Other

@@ -23,7 +23,9 @@ from stepcredit.data.errors import RolloutsError
 from stepcredit.data.hashing import hash_keys
 
 KEY_COLUMNS: tuple[str, ...] = ("state", "action", "node")
-FLOAT_COLUMNS: tuple[str, ...] = ("reward", "process", "value", "p_answer", "logp", "ref_logp")
+FLOAT_COLUMNS: tuple[str, ...] = (
+    "reward", "process", "value", "p_answer", "grounding", "importance", "logp", "ref_logp",
+)
 INT_COLUMNS: tuple[str, ...] = ("tokens",)
 NUMERIC_COLUMNS: tuple[str, ...] = FLOAT_COLUMNS + INT_COLUMNS
 STEP_COLUMNS: tuple[str, ...] = KEY_COLUMNS + NUMERIC_COLUMNS

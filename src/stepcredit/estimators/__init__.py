@@ -3,7 +3,17 @@
 Importing this package registers every built-in estimator.
 """
 
-from stepcredit.estimators import anchor, outcome, value  # noqa: F401  (registers the estimators)
+from stepcredit.estimators import (  # noqa: F401  (registers the estimators)
+    anchor,
+    attribution,
+    graph,
+    information,
+    outcome,
+    progress,
+    tree,
+    turning,
+    value,
+)
 from stepcredit.estimators.anchor import gigpo, step_groups
 from stepcredit.estimators.outcome import drgrpo, grpo, reinforce_pp, rloo
 from stepcredit.estimators.registry import (
