@@ -160,7 +160,9 @@ def synthetic_column(name: str, arrays: dict[str, np.ndarray], rng: np.random.Ge
     off = arrays["episode_offsets"]
     S = int(off[-1])
     counts = np.diff(off)
-    if name in ("state", "action", "node"):
+    if name == "node":
+        return tree_nodes(arrays, rng)
+    if name in ("state", "action"):
         # keys shared between the episodes of a group: (group, step index) with some branching
         group = np.repeat(arrays["group_id"], counts)
         step = np.arange(S) - np.repeat(off[:-1], counts)
@@ -168,9 +170,34 @@ def synthetic_column(name: str, arrays: dict[str, np.ndarray], rng: np.random.Ge
         return (group * 4096 + step) * 4 + np.where(step > 0, branch, 0)
     if name == "tokens":
         return rng.integers(1, 512, size=S, dtype=np.int64)
-    if name == "p_answer":
+    if name in ("p_answer", "process", "importance"):
         return rng.random(S)
+    if name == "grounding":
+        return rng.integers(0, 2, size=S).astype(np.float64)
     return rng.normal(0.0, 1.0, size=S)
+
+
+def tree_nodes(arrays: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Node ids of tree rollouts: each episode but the first of its group copies the node ids of
+    the previous episode for a random prefix (at most both lengths) and branches off with new
+    ids, so every group is a tree with shared prefixes."""
+    off = arrays["episode_offsets"]
+    counts = np.diff(off)
+    E, S = counts.size, int(off[-1])
+    first_of_group = np.r_[True, arrays["group_id"][1:] != arrays["group_id"][:-1]]
+    shared = np.zeros(E, dtype=np.int64)  # steps copied from the previous episode
+    prev_len = np.r_[0, counts[:-1]]
+    shared[~first_of_group] = rng.integers(0, np.minimum(counts, prev_len)[~first_of_group] + 1)
+    node = np.arange(S, dtype=np.int64)  # fresh ids: the flat step index
+    step = np.arange(S) - np.repeat(off[:-1], counts)
+    ep = np.repeat(np.arange(E), counts)
+    # copy in episode order (a chain within each group): loop over the group position, which
+    # is bounded by the group size, not over episodes
+    pos = np.arange(E) - np.maximum.accumulate(np.where(first_of_group, np.arange(E), 0))
+    for k in range(1, int(pos.max(initial=0)) + 1):
+        rows = np.flatnonzero((pos[ep] == k) & (step < shared[ep]))
+        node[rows] = node[off[ep[rows] - 1] + step[rows]]
+    return node
 
 
 def build_input(size: str, ragged: bool, seed: int) -> Input:

@@ -13,7 +13,11 @@ group: anchor states for GiGPO-style methods. Every step also carries:
 * ``process``: a noisy process-reward-model score of the step (high when the press was right);
 * ``value``: a Monte-Carlo style estimate of the chance of opening the lock from that state;
 * ``tokens``: the number of tokens of the action text;
-* ``node``: the id of the shared prefix (the actions taken so far), as tree rollouts have.
+* ``node``: the id of the shared prefix (the actions taken so far), as tree rollouts have;
+* ``p_answer``: the policy's probability of the whole code given what it has seen before the
+  step: each digit it has not yet confirmed is a 1-in-``N_CHOICES`` guess (information gain);
+* ``grounding``: 0 when the press changed nothing (a wrong button at position 0), else 1;
+* ``importance``: 1 for a press that confirms a digit not confirmed before, else 0.25.
 
 Run it from the repository root (it only needs the standard library)::
 
@@ -36,7 +40,7 @@ P_RIGHT = 0.7  # the policy presses the right button with this probability
 
 def run_episode(code: list[int], rng: random.Random) -> tuple[float, list[dict]]:
     """Play one episode against the lock ``code``; return the outcome and the steps."""
-    position, steps, pressed = 0, [], []
+    position, steps, pressed, confirmed = 0, [], [], 0
     for _ in range(MAX_STEPS):
         right = code[position]
         if rng.random() < P_RIGHT:
@@ -56,10 +60,14 @@ def run_episode(code: list[int], rng: random.Random) -> tuple[float, list[dict]]
                 "value": round(P_RIGHT ** (N_DIGITS - position), 4),
                 "tokens": thought + 2,
                 "node": "/".join(map(str, pressed + [button])),
+                "p_answer": round((1 / N_CHOICES) ** (N_DIGITS - confirmed), 6),
+                "grounding": 0.0 if (not correct and position == 0) else 1.0,
+                "importance": 1.0 if (correct and position == confirmed) else 0.25,
             }
         )
         pressed.append(button)
         position = position + 1 if correct else 0
+        confirmed = max(confirmed, position)
         if position == N_DIGITS:
             return 1.0, steps
     return 0.0, steps

@@ -11,8 +11,8 @@
   unicode, empty or numeric-looking strings;
 * optional step fields: ``value`` (possibly around 1e6), ``tokens`` (0 allowed), ``reward``
   (in every step, in none, or only in some: an absent reward is 0), unicode ``state`` strings
-  and ``action`` strings; with ``extra``: ``process`` and ``p_answer`` (in [0, 1], exact
-  repeats and 0 gains likely), ``grounding`` (0 or 1) and ``importance`` (>= 0, zeros
+  and ``action`` strings; with ``extra``: ``process`` (in [0, 1]) and ``p_answer`` (in (0, 1],
+  exact repeats, so gains of exactly 0, likely), ``grounding`` (0 or 1) and ``importance`` (>= 0, zeros
   likely); with ``tree``: ``node`` ids of tree rollouts (an episode copies the node ids of a
   prefix of an earlier episode of its group, then branches off with new ids; the ids restart
   in every group, so the same id names different nodes in different groups).
@@ -66,6 +66,7 @@ def group_outcomes(draw: st.DrawFn, size: int) -> list[float]:
 
 
 PROB = st.one_of(st.sampled_from((0.0, 0.5, 1.0, 0.25)), st.floats(0.0, 1.0))
+POSITIVE_PROB = st.one_of(st.sampled_from((0.5, 1.0, 0.25)), st.floats(1e-3, 1.0))  # log p is finite
 
 
 def steps_of(
@@ -79,7 +80,7 @@ def steps_of(
         step: dict[str, Any] = {}
         if fields.get("extra"):
             step["process"] = draw(PROB)
-            step["p_answer"] = draw(PROB)
+            step["p_answer"] = draw(POSITIVE_PROB)
             step["grounding"] = draw(st.sampled_from((0.0, 1.0)))
             step["importance"] = draw(st.one_of(st.just(0.0), st.floats(0.0, 5.0)))
         if fields["value"] is not None:
@@ -105,6 +106,7 @@ def rollout_records(
     value: bool | None = None,
     tokens: bool | None = None,
     state: bool | None = None,
+    action: bool | None = None,
     max_groups: int = 6,
     max_group_size: int = 6,
     max_steps: int = 5,
@@ -119,6 +121,7 @@ def rollout_records(
         tokens: the same for ``tokens``.
         state: the same for ``state``; the states come from a small pool (so that they
             recur: anchor states) or are random text, drawn per rollout.
+        action: the same for ``action``.
         max_groups, max_group_size, max_steps: size bounds of an ordinary draw.
         huge: allow one group of 20..64 episodes now and then.
         extra: every step has ``process``, ``p_answer``, ``grounding`` and ``importance``.
@@ -149,7 +152,7 @@ def rollout_records(
             if (state if state is not None else draw(st.booleans()))
             else False
         ),
-        "action": draw(st.booleans()),
+        "action": action if action is not None else draw(st.booleans()),
         "extra": extra,
     }
     episodes = []
@@ -227,9 +230,24 @@ def _examples() -> list[list[dict[str, Any]]]:
         for k in range(4)
     ]
     examples = [singletons, near_values, behind_zero_weight]
-    for records in examples:  # a state on every step (anchor states recur), for gigpo & co.
+    # every step field on every step, so that every estimator can run on them: states and
+    # actions that recur (anchor states, merged steps), a node path per episode (its first step
+    # shared with the previous episode of its group), the extra fields
+    for records in examples:
         for i, rec in enumerate(records):
-            rec["steps"] = [{**step, "state": f"s{(i + t) % 3}"} for t, step in enumerate(rec["steps"])]
+            rec["steps"] = [
+                {
+                    **step,
+                    "state": f"s{(i + t) % 3}",
+                    "action": f"a{t % 2}",
+                    "node": "root" if t == 0 else f"n{i}-{t}",
+                    "process": 0.25 * ((i + t) % 5),
+                    "p_answer": 0.5 + 0.1 * ((i * t) % 4),
+                    "grounding": float((i + t) % 2),
+                    "importance": float(t % 3),
+                }
+                for t, step in enumerate(rec["steps"])
+            ]
     return examples
 
 

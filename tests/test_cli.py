@@ -13,6 +13,13 @@ import pytest
 
 import stepcredit as sc
 from reference import anchor as ref_anchor
+from reference import attribution as ref_attribution
+from reference import graph as ref_graph
+from reference import information as ref_information
+from reference import progress as ref_progress
+from reference import redistribution as ref_redistribution
+from reference import tree as ref_tree
+from reference import turning as ref_turning
 from reference import outcome as ref_outcome
 from reference import value as ref_value
 from stepcredit.cli import main
@@ -64,12 +71,28 @@ ORACLES = {
     "reinforce_pp": ref_outcome.reinforce_pp,
     "gae": ref_value.gae,
     "gigpo": ref_anchor.gigpo,
+    "salt": ref_graph.salt,
+    "tree": ref_tree.tree,
+    "pav": ref_progress.pav,
+    "potential": ref_progress.potential,
+    "igpo": ref_information.igpo,
+    "turning_point": ref_turning.turning_point,
+    "spa": ref_attribution.spa,
+    "redistribute": ref_redistribution.redistribute,
 }
 EXAMPLE_RUNS = [
     ("grpo", []), ("grpo", ["scale=batch"]), ("grpo", ["scale=none", "singleton=zero"]),
     ("drgrpo", []), ("rloo", []), ("reinforce_pp", []), ("reinforce_pp", ["weight=tokens"]),
     ("gae", []), ("gae", ["gamma=0.95", "lam=0.9", "whiten=true"]),
     ("gigpo", []), ("gigpo", ["norm=mean", "omega=0.5", "episode_stats=steps"]),
+    ("salt", []), ("salt", ["merge=state_action", "base=rloo", "count=step"]),
+    ("tree", []), ("tree", ["weight=1", "score=process"]),
+    ("pav", []), ("pav", ["alpha=0.5", "base=grpo"]),
+    ("igpo", []), ("igpo", ["norm=separate", "gain=log_prob", "zero_gain=drop"]),
+    ("turning_point", []), ("turning_point", ["indicator=sign_flip", "balanced=false"]),
+    ("spa", []), ("spa", ["features=state_action", "beta=0"]),
+    ("redistribute", []), ("redistribute", ["weights=importance", "base=rloo"]),
+    ("potential", []), ("potential", ["gamma=0.9", "baseline=none"]),
 ]
 
 

@@ -1,5 +1,6 @@
 """Docs stay in step with the code: every public name and every estimator is documented."""
 
+import re
 from pathlib import Path
 
 import stepcredit as sc
@@ -34,4 +35,5 @@ def test_every_estimator_docstring_cites_its_paper():
         doc = spec.fn.__doc__ or ""
         assert "Reference:" in doc, spec.name
         assert "Differs from official code:" in doc, spec.name
-        assert "arXiv:" in spec.paper, spec.name
+        # Title (Authors, Year, arXiv:XXXX.XXXXX), or a venue for papers that predate arXiv
+        assert re.fullmatch(r".+ \(.+, (19|20)\d\d, (arXiv:\d{4}\.\d{4,5}|[A-Z][A-Za-z]+)\)", spec.paper), spec.name

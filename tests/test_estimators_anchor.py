@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from checks import assert_grid_covers, close, close_within
 import stepcredit as sc
 from reference import anchor as ref_anchor
 from strategies import LARGE_OFFSET_EXAMPLES, rollout_records
 
-RTOL, ATOL = 1e-9, 1e-12
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 GRID = [
     {},
@@ -24,20 +24,6 @@ GRID = [
     {"episode_stats": "steps", "norm": "mean", "singleton": "zero"},
     {"singleton": "zero", "epsilon": 1e-4},
 ]
-
-
-def close(a, b, what):
-    np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=RTOL, atol=ATOL, err_msg=what)
-
-
-def close_within(actual, desired, bound, what):
-    """|actual − desired| <= rtol·|desired| + atol + bound, elementwise. ``bound`` is the
-    oracle's rounding bound: totals and returns near 1e6 carry ~1e-10 of rounding whatever the
-    summation order, which a centred value of 1e-3 cannot shed (see reference.anchor)."""
-    actual, desired, bound = (np.asarray(x, dtype=float) for x in (actual, desired, bound))
-    err = np.abs(actual - desired)
-    ok = err <= RTOL * np.abs(desired) + ATOL + bound
-    assert ok.all(), f"{what}: {actual[~ok]} vs {desired[~ok]} (bound {bound[~ok]})"
 
 
 def check_against_oracle(records, params):
@@ -52,11 +38,7 @@ def check_against_oracle(records, params):
 
 
 def test_grid_covers_every_choice():
-    spec = sc.get_estimator("gigpo")
-    for p in spec.params.values():
-        if p.choices:
-            seen = {g.get(p.name, p.default) for g in GRID}
-            assert seen == set(p.choices), p.name
+    assert_grid_covers("gigpo", GRID)
 
 
 @pytest.mark.parametrize("params", GRID, ids=[str(g) for g in GRID])

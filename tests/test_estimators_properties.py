@@ -26,7 +26,7 @@ from stepcredit.ops import reverse_discounted_cumsum
 
 RTOL, ATOL = 1e-9, 1e-12
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FULL = rollout_records(value=True, tokens=True, state=True)
+FULL = rollout_records(value=True, tokens=True, state=True, action=True, extra=True, tree=True)
 
 
 def param_cases(spec) -> list[dict]:
@@ -57,6 +57,15 @@ GROUP_LOCAL: dict[str, Callable[[dict], bool]] = {
     "gae": lambda p: not p.get("whiten", False),  # whitening is over the whole batch
     "reinforce_pp": lambda p: False,
     "gigpo": lambda p: True,  # episode and step groups are both inside a group
+    "pav": lambda p: True,  # the base outcome advantage plus each episode's own progress
+    "potential": lambda p: True,  # each episode's shaped return minus its group's mean
+    "igpo": lambda p: True,  # turn rewards normalised over the group's turns
+    "turning_point": lambda p: True,  # normalised over the group's episodes at each step index
+    "tree": lambda p: True,  # node values from the episodes of the node's own group
+    "salt": lambda p: True,  # steps merge only within a group
+    "redistribute": lambda p: True,  # each episode's base advantage, spread over its steps
+    # the progress model is fitted on the whole batch unless its features are scoped by group
+    "spa": lambda p: p.get("variant", "paper") == "code" or p.get("scope", "global") == "group",
 }
 LOCAL_CASES = [c for c in CASES if c.values[0] in GROUP_LOCAL and GROUP_LOCAL[c.values[0]](c.values[1])]
 
@@ -65,6 +74,17 @@ def needed_columns(name: str, params: dict) -> set[str]:
     cols = set(stepcredit.get_estimator(name).requires)
     if name == "reinforce_pp" and params.get("weight") == "tokens":
         cols.add("tokens")
+    if name == "salt" and params.get("merge", "transition") != "state":
+        cols.add("action")
+    if name == "redistribute" and params.get("weights", "uniform") != "uniform":
+        cols.add(params["weights"])
+    if name == "spa" and params.get("features") == "state_action":
+        cols.add("action")
+    if name == "tree":
+        if params.get("score") in ("process",):
+            cols.add("process")
+        if params.get("tool_weight", 0.0) != 0.0:
+            cols.add(params.get("tool_field", "grounding"))
     return cols
 
 
@@ -226,7 +246,12 @@ def test_output_finite_with_shapes(name, params, records):
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_runs_with_only_the_columns_it_needs(name, params):
     needed = needed_columns(name, params)
-    steps = [{"value": 0.5, "tokens": 2, "reward": 0.25, "state": "s0"}, {"value": -1.0, "tokens": 1, "state": "s1"}]
+    steps = [
+        {"value": 0.5, "tokens": 2, "reward": 0.25, "state": "s0", "action": "a", "node": "n0",
+         "p_answer": 0.5, "process": 0.9, "grounding": 1.0, "importance": 2.0},
+        {"value": -1.0, "tokens": 1, "state": "s1", "action": "b", "node": "n1",
+         "p_answer": 0.25, "process": 0.1, "grounding": 0.0, "importance": 1.0},
+    ]
     recs = [
         {"episode_id": f"e{i}", "group_id": g, "outcome": r,
          "steps": [{k: v for k, v in s.items() if k in needed} for s in steps[: 1 + i % 2]]}

@@ -15,9 +15,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from reference import OracleCredit
+from reference import anchor as ref_anchor
+from reference import attribution as ref_attribution
+from reference import graph as ref_graph
+from reference import information as ref_information
+from reference import progress as ref_progress
+from reference import redistribution as ref_redistribution
+from reference import tree as ref_tree
+from reference import turning as ref_turning
 from reference import outcome as ref_outcome
 from reference import value as ref_value
-from reference import anchor as ref_anchor
 from strategies import LARGE_OFFSET_EXAMPLES, rollout_records
 
 import stepcredit
@@ -32,7 +39,17 @@ ORACLES: dict[str, typing.Callable[..., OracleCredit]] = {
     "rloo": ref_outcome.rloo,
     "reinforce_pp": ref_outcome.reinforce_pp,
     "gae": ref_value.gae,
-    "gigpo": ref_anchor.gigpo,  # compared in test_estimators_anchor.py (needs states that recur)
+    # the step-level estimators are compared in their own files, on rollouts shaped for them
+    # (recurring states, trees, ...): tests/test_estimators_<module>.py
+    "gigpo": ref_anchor.gigpo,
+    "salt": ref_graph.salt,
+    "tree": ref_tree.tree,
+    "pav": ref_progress.pav,
+    "potential": ref_progress.potential,
+    "igpo": ref_information.igpo,
+    "turning_point": ref_turning.turning_point,
+    "spa": ref_attribution.spa,
+    "redistribute": ref_redistribution.redistribute,
 }
 GRIDS: dict[str, dict[str, tuple]] = {
     "grpo": {

@@ -20,10 +20,14 @@ from stepcredit.data import (
 from stepcredit.estimators import (
     EstimatorError,
     EstimatorSpec,
+    LeastSquaresProgress,
+    ProgressModel,
     estimate,
     get_estimator,
     list_estimators,
     register,
+    spa_credit,
+    with_potential,
 )
 
 __version__ = "0.1.0"
@@ -32,7 +36,9 @@ __all__ = [
     "Credit",
     "EstimatorError",
     "EstimatorSpec",
+    "LeastSquaresProgress",
     "MissingColumnError",
+    "ProgressModel",
     "Rollouts",
     "RolloutsError",
     "__version__",
@@ -42,6 +48,8 @@ __all__ = [
     "list_estimators",
     "read_rollouts",
     "register",
+    "spa_credit",
+    "with_potential",
     "write_credit",
     "write_rollouts",
 ]

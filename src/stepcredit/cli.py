@@ -110,6 +110,10 @@ def _cmd_advantages(args: argparse.Namespace) -> int:
             str(in_path), "", f"steps[].{exc.column}", f"{exc.by} needs this step field and no step has it",
             f"add '{exc.column}' to every step, or choose an estimator that does not need it",
         ) from None
+    except RolloutsError as exc:  # an estimator's structural check (e.g. tree node ids): name the file
+        if exc.source != "<rollouts>":
+            raise
+        raise RolloutsError(str(in_path), exc.record, exc.field, exc.problem, exc.fix) from None
     t_est = time.perf_counter()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

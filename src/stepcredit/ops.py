@@ -21,8 +21,12 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
+    "dense_codes",
+    "first_occurrence",
     "Singleton",
     "group_centered",
     "group_count",
@@ -33,6 +37,29 @@ __all__ = [
 ]
 
 Singleton = Literal["raw", "zero"]
+
+
+def dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense int64 codes 0..n-1 of integer keys, numbered by first appearance, and n.
+
+    Arrow's hash table: O(N), no sort. Combine two code arrays into one key with
+    ``a * n_b + b`` before encoding (both < N, so the product stays far below 2**63).
+    """
+    enc = pc.dictionary_encode(pa.array(values))
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), len(enc.dictionary)
+
+
+def first_occurrence(codes: np.ndarray) -> np.ndarray:
+    """[N] bool: position i holds the first occurrence of its code.
+
+    ``codes`` must be numbered by first appearance (as :func:`dense_codes` numbers them), so the
+    first occurrence of code c is the first position where the running maximum reaches c.
+    """
+    seen = np.empty_like(codes)
+    if codes.size:
+        seen[0] = -1
+        np.maximum.accumulate(codes[:-1], out=seen[1:])
+    return codes > seen
 
 
 def group_count(codes: np.ndarray, n_groups: int) -> np.ndarray:

@@ -12,7 +12,9 @@ class RolloutsError(ValueError):
     attributes, so callers (the CLI, tests, trainers) can use them.
 
     Attributes:
-        source: the file name, or ``"<records>"`` / ``"<arrays>"`` for in-memory input.
+        source: the file name, or ``"<records>"`` / ``"<arrays>"`` for in-memory input, or
+            ``"<rollouts>"`` for a structural problem an estimator finds in validated rollouts
+            (e.g. ``tree``'s node ids; the CLI puts the file name in its place).
         record: where the record is: ``"line 12"`` (JSONL, 1-based), ``"row 11"`` (Parquet or an
             Arrow table, 0-based), ``"record 11"`` (``from_records``, 0-based) or ``"episode 11"``
             (``from_arrays``), optionally followed by the step (``", step 3"``). Empty for

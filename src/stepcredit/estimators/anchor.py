@@ -18,6 +18,7 @@ from stepcredit.data import Credit, Rollouts, hash_keys
 from stepcredit.estimators.registry import check_positive, check_unit_interval, register
 from stepcredit.estimators.value import step_rewards_with_outcome
 from stepcredit.ops import (
+    dense_codes,
     group_centered,
     group_count,
     group_scale,
@@ -30,12 +31,6 @@ GIGPO_PAPER = (
     "Group-in-Group Policy Optimization for LLM Agent Training "
     "(Feng, Xue, Liu, An, 2025, arXiv:2505.10978)"
 )
-
-
-def _dense(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Dense codes 0..n-1 of integer values (Arrow's hash table: O(N), no sort)."""
-    enc = pc.dictionary_encode(pa.array(values))
-    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), len(enc.dictionary)
 
 
 def step_groups(ro: Rollouts, match: Literal["exact", "normalized"] = "exact") -> tuple[np.ndarray, int]:
@@ -56,9 +51,9 @@ def step_groups(ro: Rollouts, match: Literal["exact", "normalized"] = "exact") -
         if pa.types.is_string(raw.type):
             text = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(raw), r"\s+", " "))
             state = hash_keys(text)
-    state_id, n_states = _dense(state)
+    state_id, n_states = dense_codes(state)
     pair = ro.episode_group[ro.step_episode] * np.int64(n_states) + state_id
-    return _dense(pair)
+    return dense_codes(pair)
 
 
 @register(family="anchor", paper=GIGPO_PAPER, requires=("state",))

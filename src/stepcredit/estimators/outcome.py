@@ -26,7 +26,7 @@ from stepcredit.ops import (
     weighted_whiten,
 )
 
-__all__ = ["drgrpo", "grpo", "reinforce_pp", "rloo"]
+__all__ = ["Base", "base_advantage", "drgrpo", "grpo", "reinforce_pp", "rloo"]
 
 GRPO_PAPER = (
     "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models "
@@ -56,10 +56,12 @@ def _group_stats(ro: Rollouts, singleton: Singleton) -> tuple[np.ndarray, np.nda
     codes, G = ro.episode_group, ro.n_groups
     count = group_count(codes, G)
     c = group_centered(ro.outcome, codes, G, singleton)
+    with np.errstate(over="ignore"):  # a raw singleton's c is R itself; |R| > 1e154 squares to inf
+        std = group_std(c, codes, G)
     diag = {
         "groups": G,
         "singleton_groups": int(np.sum(count == 1)),
-        "zero_variance_groups": int(np.sum((count > 1) & (group_std(c, codes, G) == 0.0))),
+        "zero_variance_groups": int(np.sum((count > 1) & (std == 0.0))),
     }
     return c, count, diag
 
@@ -195,3 +197,25 @@ def reinforce_pp(
     else:
         w = np.ones(ro.n_episodes)
     return _outcome_credit(ro, weighted_whiten(c, w, epsilon), **diag)
+
+
+#: The outcome estimators other estimators can build on (``base=...``).
+Base = Literal["grpo", "drgrpo", "rloo"]
+
+
+def base_advantage(
+    ro: Rollouts, base: Base, *, epsilon: float = 1e-6, singleton: Singleton = "raw"
+) -> tuple[np.ndarray, dict]:
+    """[E] the outcome advantage A_i of a group baseline, and its diagnostics.
+
+    ``grpo`` uses its group scale (std_g + ε); ``epsilon`` is ignored by the other bases.
+    """
+    if base == "grpo":
+        credit = grpo(ro, scale="group", epsilon=epsilon, singleton=singleton)
+    elif base == "drgrpo":
+        credit = drgrpo(ro, singleton=singleton)
+    elif base == "rloo":
+        credit = rloo(ro, singleton=singleton)
+    else:
+        raise ValueError(f"unknown base outcome estimator {base!r}; valid: grpo, drgrpo, rloo")
+    return credit.episode_advantage, dict(credit.diagnostics)
