@@ -211,9 +211,16 @@ def build_input(size: str, ragged: bool, seed: int) -> Input:
     return Input(label, size, ragged, arrays, ro, build_s)
 
 
+# fields an estimator needs (or uses when present) with its default parameters, beyond the
+# fields it always needs (spec.requires): salt's default merge="transition" reads the action,
+# spa adds the grounding bonus when the field is there
+DEFAULT_PARAM_FIELDS = {"salt": ("action",), "spa": ("grounding",)}
+
+
 def input_for(inp: Input, spec: sc.EstimatorSpec, seed: int) -> sc.Rollouts | None:
     """The input with every step field ``spec`` requires (built once per set of extra fields)."""
-    missing = frozenset(c for c in spec.requires if not inp.ro.has(c))
+    wanted = (*spec.requires, *DEFAULT_PARAM_FIELDS.get(spec.name, ()))
+    missing = frozenset(c for c in wanted if not inp.ro.has(c))
     if not missing:
         return inp.ro
     if missing not in inp.variants:

@@ -232,6 +232,34 @@ def test_missing_column_names_the_file_and_field(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "params", "steps_b", "needles"),
+    [
+        # episode b's node "n1" hangs from "x", but in episode a from "n0": not a tree
+        ("tree", [], [{"node": "x"}, {"node": "n1"}], ["episode 1 ('b'), step 1", "steps[].node", "'x'"]),
+        # a negative importance weight
+        ("redistribute", ["-p", "weights=importance"], [{"importance": 1.0}, {"importance": -2.0}],
+         ["episode 1", "step 1", "steps[].importance"]),
+    ],
+    ids=["tree-not-a-tree", "redistribute-negative-weight"],
+)
+def test_structural_errors_found_by_an_estimator_name_the_file(tmp_path, capsys, name, params, steps_b, needles):
+    steps_a = [{"node": "n0", "importance": 1.0}, {"node": "n1", "importance": 1.0}]
+    steps_a = [{k: v for k, v in s.items() if k in steps_b[0]} for s in steps_a]
+    lines = [
+        json.dumps({"episode_id": "a", "group_id": "g", "outcome": 1.0, "steps": steps_a}),
+        json.dumps({"episode_id": "b", "group_id": "g", "outcome": 0.0, "steps": steps_b}),
+    ]
+    path = _jsonl(tmp_path / "bad.jsonl", lines)
+    out = tmp_path / "adv.parquet"
+    assert main(["advantages", str(path), "-e", name, *params, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"stepcredit: error: {path}: "), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert "Fix:" in err and not out.exists()
+
+
 def test_failed_run_keeps_an_existing_output_intact(tmp_path):
     out = tmp_path / "adv.jsonl"
     out.write_text("old\n")

@@ -118,7 +118,7 @@ class LeastSquaresProgress:
     batch given to :meth:`fit` and of the last ``replay`` batches fitted before it. X is never
     formed. Features visited by one episode only (most states, when states carry history) are
     eliminated in closed form; the features shared by several episodes are solved by conjugate
-    gradient preconditioned by the diagonal, started at θ = 0, stopped when the relative
+    gradient (not preconditioned: see ``_cg``), started at θ = 0, stopped when the relative
     residual of that reduced system is <= ``tol`` or after ``iterations`` steps (each O(nonzeros
     of the shared features)). Since λ_min(XᵀX + λI) >= λ, the returned θ is within
     ‖XᵀR − (XᵀX + λI)θ‖₂ / λ of the exact solution. With ``scope="group"`` the system is
@@ -248,7 +248,7 @@ def _fit_batches(
     (e_i − Σ_f n_if θ_f)² + λ Σ_f θ_f² with e_i = R_i − (X_s θ_s)_i, so θ_f = n_if e_i / (λ + w_i),
     w_i = Σ_{f private to i} n_if², leaving the weighted ridge problem over the shared features
         (X_sᵀ Ω X_s + λI) θ_s = X_sᵀ Ω R,   Ω = diag(λ / (λ + w_i)),
-    which PCG solves (its residual is the full system's residual on the shared coordinates; the
+    which CG solves (its residual is the full system's residual on the shared coordinates; the
     private coordinates are solved exactly).
 
     Returns (feature hashes [F], feature id of every step [S_all], θ [F], diagnostics).
@@ -312,7 +312,7 @@ def _fit_batches(
     ep_s, f_s, n_s = pair_ep[~private], sid[pair_f[~private]], visits[~private]
     Fs = int(is_shared.sum())
     fblock = fb[is_shared] if blockwise else None
-    theta_s, done = _pcg(ep_s, f_s, n_s, omega, outcome, Fs, ridge, iterations, tol, fblock, B)
+    theta_s, done = _cg(ep_s, f_s, n_s, omega, outcome, Fs, ridge, iterations, tol, fblock, B)
 
     # private weights in closed form
     e = outcome - np.bincount(ep_s, weights=n_s * theta_s[f_s], minlength=E)
@@ -339,7 +339,7 @@ def _fit_batches(
     return uniq, fid, np.ldexp(theta, exponent[fb]), diagnostics
 
 
-def _pcg(
+def _cg(
     ep: np.ndarray,
     f: np.ndarray,
     n: np.ndarray,
@@ -352,10 +352,16 @@ def _pcg(
     fblock: np.ndarray | None,
     B: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Jacobi-preconditioned CG for (Xᵀ Ω X + λI) θ = Xᵀ Ω R, X given by its nonzeros
+    """Conjugate gradient for (Xᵀ Ω X + λI) θ = Xᵀ Ω R, X given by its nonzeros
     (episode ``ep``, feature ``f``, value ``n``). With ``fblock`` [F] the features are split
     into B independent blocks, each with its own step sizes and stopping test ‖r_b‖ <= tol ‖b_b‖
     (a block's iterates depend on its own entries only); otherwise one block.
+
+    Not preconditioned, on purpose: the matrix is λI plus a matrix of rank <= the episodes of
+    the block, and b lies in the range of Xᵀ, so plain CG converges in about rank + 1
+    iterations (exactly, in exact arithmetic); a Jacobi preconditioner spreads the λ part of
+    the spectrum and took 90 iterations instead of 11 on the 1M-step benchmark input (groups
+    of 8 episodes over ~190 shared states), and no fewer with a global state pool (13).
 
     Returns (θ [F], iterations done per block [B]).
     """
@@ -383,13 +389,10 @@ def _pcg(
         return q
 
     b = np.bincount(f, weights=n * (omega * outcome)[ep], minlength=F)
-    inv_diag = 1.0 / (np.bincount(f, weights=omega[ep] * n * n, minlength=F) + ridge)
     bb = bdot(b, b)
     theta = np.zeros(F)
     r = b.copy()
-    z = inv_diag * r
-    p = z.copy()
-    rz = bdot(r, z)
+    p = r.copy()
     rr = bb.copy()
     active = rr > (tol * tol) * bb  # r = b at the start; an all-zero b needs no iteration
     done = np.zeros(B, dtype=np.int64)
@@ -398,18 +401,16 @@ def _pcg(
             if not active.any():
                 break
             q = A(p)
-            alpha = np.where(active, rz / bdot(p, q), 0.0)
+            alpha = np.where(active, rr / bdot(p, q), 0.0)
             theta += spread(alpha) * p
             r -= spread(alpha) * q
             done += active
-            rr = bdot(r, r)
-            still = active & (rr > (tol * tol) * bb)
-            np.multiply(inv_diag, r, out=z)
-            rz_new = bdot(r, z)
-            beta = np.where(still, rz_new / rz, 0.0)
+            rr_new = bdot(r, r)
+            still = active & (rr_new > (tol * tol) * bb)
+            beta = np.where(still, rr_new / rr, 0.0)
             p *= spread(beta)
-            p += z
-            rz, active = rz_new, still
+            p += r
+            rr, active = rr_new, still
     return theta, done
 
 
