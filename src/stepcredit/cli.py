@@ -136,7 +136,9 @@ def _print_summary(args, ro: Rollouts, credit, out: Path | None, elapsed: float,
         ("step advantage min / max", f"{s['min']:.4g} / {s['max']:.4g}"),
         ("steps with advantage 0", f"{s['zero_fraction']:.1%}"),
     ]
-    rows += [(k.replace("_", " "), str(v)) for k, v in credit.diagnostics.items()]
+    rows += [
+        (k.replace("_", " "), f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in credit.diagnostics.items()
+    ]
     rows.append(("output", str(out) if out else "(none: give -o FILE to write)"))
     rows.append(("time", f"{elapsed:.2f} s (read + estimate {t_est:.2f} s)"))
     print_table("stepcredit advantages", ("", "value"), rows)
