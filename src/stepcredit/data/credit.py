@@ -38,6 +38,8 @@ class Credit:
         estimator: registry name of the estimator.
         params: every parameter value used, defaults included.
         diagnostics: estimator-specific counts (e.g. singleton groups found).
+        episode_weight: [E] loss weight of every episode set by credit filters (0 = dropped:
+            no gradient; the advantages of a dropped episode are 0), or None (every episode 1).
     """
 
     step_advantage: np.ndarray
@@ -48,12 +50,13 @@ class Credit:
     estimator: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    episode_weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if self.step_advantage is None or self.episode_advantage is None:
             raise ValueError("Credit needs step_advantage [S] and episode_advantage [E]")
-        for name in ("step_advantage", "episode_advantage", "step_return", "step_reward"):
+        for name in ("step_advantage", "episode_advantage", "step_return", "step_reward", "episode_weight"):
             a = getattr(self, name)
             set_(self, name, None if a is None else _readonly(a, np.float64))
         off = np.ascontiguousarray(self.episode_offsets, dtype=np.int64)
@@ -63,6 +66,9 @@ class Credit:
         E, S = off.shape[0] - 1, int(off[-1])
         if self.episode_advantage.shape != (E,):
             raise ValueError(f"episode_advantage must have shape [E]=({E},)")
+        w = self.episode_weight
+        if w is not None and (w.shape != (E,) or not np.all(np.isfinite(w)) or np.any(w < 0)):
+            raise ValueError(f"episode_weight must have shape [E]=({E},) with finite values >= 0")
         for name in ("step_advantage", "step_return", "step_reward"):
             a = getattr(self, name)
             if a is not None and a.shape != (S,):
@@ -171,6 +177,13 @@ class Credit:
         step_of_token = self.episode_offsets[:-1, None] + run_no - 1
         out[mask] = src[step_of_token[mask]]
         return out
+
+    @property
+    def step_weight(self) -> np.ndarray | None:
+        """[S] the episode weight repeated over each episode's steps, or None (all 1)."""
+        if self.episode_weight is None:
+            return None
+        return np.repeat(self.episode_weight, np.diff(self.episode_offsets))
 
     def summary(self) -> dict[str, float]:
         """Statistics of the step advantages, for tables and logs."""

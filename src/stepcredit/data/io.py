@@ -179,8 +179,9 @@ def credit_table(credit: Credit, ro: Rollouts, start: int = 0, stop: int | None 
     """The advantages table (one row per step) for steps ``start:stop``.
 
     Columns: ``episode_id``, ``group_id``, ``step`` (0-based index in the episode),
-    ``advantage``, ``episode_advantage``, and ``return`` / ``reward`` where the estimator
-    produced them.
+    ``advantage``, ``episode_advantage``, ``return`` / ``reward`` where the estimator
+    produced them, and ``weight`` (the episode's loss weight, 0 = dropped) where credit filters
+    set one.
     """
     _check_match(credit, ro)
     stop = ro.n_steps if stop is None else stop
@@ -197,6 +198,8 @@ def credit_table(credit: Credit, ro: Rollouts, start: int = 0, stop: int | None 
         cols["return"] = pa.array(credit.step_return[start:stop])
     if credit.step_reward is not None:
         cols["reward"] = pa.array(credit.step_reward[start:stop])
+    if credit.episode_weight is not None:
+        cols["weight"] = pa.array(credit.episode_weight[ep])
     return pa.table(cols)
 
 

@@ -26,6 +26,7 @@ read-only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -287,6 +288,13 @@ class Rollouts:
             key_values=self.key_values,
             meta=self.meta,
         )
+
+    def with_outcome(self, outcome: np.ndarray) -> Rollouts:
+        """A new Rollouts with the [E] outcome replaced (finite values; reward transforms)."""
+        out = np.asarray(outcome, dtype=np.float64)
+        if out.shape != (self.n_episodes,) or not np.all(np.isfinite(out)):
+            raise ValueError(f"outcome must be [E]=({self.n_episodes},) finite values")
+        return dataclasses.replace(self, outcome=out)
 
     def equals(self, other: Rollouts) -> bool:
         """Exact equality of every field (used by the round-trip tests)."""

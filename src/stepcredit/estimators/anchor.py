@@ -56,7 +56,7 @@ def step_groups(ro: Rollouts, match: Literal["exact", "normalized"] = "exact") -
     return dense_codes(pair)
 
 
-@register(family="anchor", paper=GIGPO_PAPER, requires=("state",))
+@register(family="anchor", paper=GIGPO_PAPER, requires=("state",), reads_reward=True)
 def gigpo(
     ro: Rollouts,
     *,

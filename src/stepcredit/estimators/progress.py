@@ -116,7 +116,7 @@ def pav(
     )
 
 
-@register(family="progress", paper=POTENTIAL_PAPER, requires=("value",))
+@register(family="progress", paper=POTENTIAL_PAPER, requires=("value",), reads_reward=True)
 def potential(
     ro: Rollouts,
     *,

@@ -9,14 +9,11 @@ every call: unknown names and bad parameters are errors that list the valid choi
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import math
-import re
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from stepcredit._params import Param, UsageError, signature_params, split_assignment
 from stepcredit.data import Credit, Rollouts
 
 __all__ = [
@@ -35,7 +32,7 @@ __all__ = [
 Family = Literal["outcome", "value", "anchor", "tree", "progress", "implicit"]
 
 
-class EstimatorError(ValueError):
+class EstimatorError(UsageError):
     """An unknown estimator name or an invalid parameter."""
 
 
@@ -55,82 +52,6 @@ def check_unit_interval(estimator: str, **params: float) -> None:
 
 
 @dataclass(frozen=True)
-class Param:
-    """One keyword parameter of an estimator."""
-
-    name: str
-    default: Any
-    type: type
-    choices: tuple[Any, ...] | None = None
-    help: str = ""
-
-    def describe(self) -> str:
-        if self.choices:
-            return f"{self.name} in {{{', '.join(map(repr, self.choices))}}} (default {self.default!r})"
-        return f"{self.name}: {self.type.__name__} (default {self.default!r})"
-
-    def check(self, value: Any, estimator: str) -> Any:
-        """Validate (and convert int -> float) a value; raise EstimatorError otherwise."""
-        bad = EstimatorError(
-            f"estimator '{estimator}': parameter {self.name}={value!r} is invalid; "
-            f"expected {self.describe()}"
-        )
-        if self.choices is not None:
-            if value not in self.choices or isinstance(value, bool) != isinstance(self.choices[0], bool):
-                raise bad
-            return value
-        if self.type is bool:
-            if not isinstance(value, bool):
-                raise bad
-            return value
-        if self.type is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise bad
-            return value
-        if self.type is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise bad
-            return float(value)
-        if not isinstance(value, self.type):
-            raise bad
-        return value
-
-    def parse(self, text: str, estimator: str) -> Any:
-        """Convert a command-line string to this parameter's type, then check it."""
-        value: Any = text
-        try:
-            if self.choices is not None:
-                kinds = {type(c) for c in self.choices}
-                if kinds == {bool}:
-                    value = _parse_bool(text)
-                elif kinds <= {int}:
-                    value = int(text)
-                elif kinds <= {float, int}:
-                    value = float(text)
-            elif self.type is bool:
-                value = _parse_bool(text)
-            elif self.type is int:
-                value = int(text)
-            elif self.type is float:
-                value = float(text)
-        except ValueError:
-            raise EstimatorError(
-                f"estimator '{estimator}': parameter {self.name}={text!r} is invalid; "
-                f"expected {self.describe()}"
-            ) from None
-        return self.check(value, estimator)
-
-
-def _parse_bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("true", "1", "yes", "on"):
-        return True
-    if t in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(text)
-
-
-@dataclass(frozen=True)
 class EstimatorSpec:
     """What the registry knows of an estimator."""
 
@@ -141,6 +62,13 @@ class EstimatorSpec:
     paper: str
     summary: str
     fn: Callable[..., Credit]
+    reads_reward: bool | Callable[[Mapping[str, Any]], bool] = False
+
+    def uses_step_reward(self, params: Mapping[str, Any]) -> bool:
+        """Whether, with these (bound) parameters, the estimator reads the step ``reward``
+        column (otherwise it uses the outcome only, and a transform that shapes step rewards
+        would change nothing)."""
+        return self.reads_reward(params) if callable(self.reads_reward) else bool(self.reads_reward)
 
     def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Full parameter dict (defaults filled in), every value checked."""
@@ -150,30 +78,14 @@ class EstimatorSpec:
             raise EstimatorError(
                 f"estimator '{self.name}' has no parameter '{unknown[0]}'; its parameters: {valid}"
             )
+        who = f"estimator '{self.name}'"
         return {
-            name: p.check(params[name], self.name) if name in params else p.default
+            name: p.check(params[name], who, EstimatorError) if name in params else p.default
             for name, p in self.params.items()
         }
 
 
 _REGISTRY: dict[str, EstimatorSpec] = {}
-
-
-def _param_help(doc: str) -> dict[str, str]:
-    """``name: text`` lines of a Google-style Args section."""
-    out: dict[str, str] = {}
-    m = re.search(r"\n\s*Args:\n(.*?)(\n\s*\n\s*\S+:\n|\Z)", doc or "", re.S)
-    if not m:
-        return out
-    current = None
-    for line in m.group(1).splitlines():
-        hit = re.match(r"\s{4,8}(\w+)(?: \([^)]*\))?: (.*)", line)
-        if hit:
-            current = hit.group(1)
-            out[current] = hit.group(2).strip()
-        elif current and line.strip():
-            out[current] += " " + line.strip()
-    return out
 
 
 def register(
@@ -182,6 +94,7 @@ def register(
     paper: str,
     requires: tuple[str, ...] = (),
     name: str | None = None,
+    reads_reward: bool | Callable[[Mapping[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., Credit]], Callable[..., Credit]]:
     """Register an estimator function under ``name`` (default: the function's name).
 
@@ -190,43 +103,17 @@ def register(
         paper: the citation, ``Title (Authors, Year, arXiv:XXXX.XXXXX)``.
         requires: step fields the estimator always needs (beyond outcome and group).
         name: registry name.
+        reads_reward: whether it reads the step ``reward`` column (or a function of the bound
+            parameters saying so); pipelines refuse step-reward transforms before an estimator
+            that would ignore them.
     """
 
     def deco(fn: Callable[..., Credit]) -> Callable[..., Credit]:
         reg_name = name or fn.__name__
         if reg_name in _REGISTRY:
             raise EstimatorError(f"estimator '{reg_name}' is already registered")
-        sig = inspect.signature(fn)
-        hints = typing.get_type_hints(fn)
-        params_in = list(sig.parameters.values())
-        if not params_in or params_in[0].kind not in (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        ):
-            raise EstimatorError(f"estimator '{reg_name}': the first parameter must be the Rollouts")
-        helps = _param_help(fn.__doc__ or "")
-        params: dict[str, Param] = {}
-        for p in params_in[1:]:
-            if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-                raise EstimatorError(
-                    f"estimator '{reg_name}': parameter '{p.name}' must be keyword-only (no *args/**kwargs)"
-                )
-            if p.default is inspect.Parameter.empty:
-                raise EstimatorError(f"estimator '{reg_name}': parameter '{p.name}' needs a default")
-            hint = hints.get(p.name, type(p.default))
-            choices = None
-            if typing.get_origin(hint) is Literal:
-                choices = typing.get_args(hint)
-                ptype = type(choices[0])
-            elif hint in (float, int, bool, str):
-                ptype = hint
-            else:
-                raise EstimatorError(
-                    f"estimator '{reg_name}': parameter '{p.name}' must be float, int, bool, str or a Literal"
-                )
-            params[p.name] = Param(p.name, p.default, ptype, choices, helps.get(p.name, ""))
-            params[p.name].check(p.default, reg_name)
-        doc = inspect.getdoc(fn) or ""
+        params = signature_params(fn, f"estimator '{reg_name}'", EstimatorError)
+        doc = (fn.__doc__ or "").strip()
         _REGISTRY[reg_name] = EstimatorSpec(
             name=reg_name,
             family=family,
@@ -235,6 +122,7 @@ def register(
             paper=paper,
             summary=doc.splitlines()[0] if doc else "",
             fn=fn,
+            reads_reward=reads_reward,
         )
         return fn
 
@@ -259,13 +147,10 @@ def list_estimators() -> list[EstimatorSpec]:
 def parse_param(name: str, assignment: str) -> tuple[str, Any]:
     """Parse a command-line ``key=value`` for estimator ``name`` into a typed pair."""
     spec = get_estimator(name)
-    if "=" not in assignment:
-        raise EstimatorError(f"parameter '{assignment}' must be written key=value")
-    key, text = assignment.split("=", 1)
-    key = key.strip()
+    key, text = split_assignment(assignment, EstimatorError)
     if key not in spec.params:
         spec.bind({key: None})  # raises the listing error
-    return key, spec.params[key].parse(text.strip(), name)
+    return key, spec.params[key].parse(text, f"estimator '{name}'", EstimatorError)
 
 
 def estimate(ro: Rollouts, name: str, /, **params: Any) -> Credit:

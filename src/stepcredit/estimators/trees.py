@@ -109,7 +109,10 @@ def _not_a_tree(ro: Rollouts, code: np.ndarray, parent: np.ndarray) -> RolloutsE
     )
 
 
-@register(family="tree", paper=PORTOOL_PAPER, requires=("node",))
+@register(
+    family="tree", paper=PORTOOL_PAPER, requires=("node",),
+    reads_reward=lambda p: p["score"] == "reward" or (p["tool_field"] == "reward" and p["tool_weight"] != 0),
+)
 def tree(
     ro: Rollouts,
     *,

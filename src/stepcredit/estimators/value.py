@@ -28,7 +28,7 @@ def step_rewards_with_outcome(ro: Rollouts) -> np.ndarray:
     return r
 
 
-@register(family="value", paper=GAE_PAPER, requires=("value",))
+@register(family="value", paper=GAE_PAPER, requires=("value",), reads_reward=True)
 def gae(
     ro: Rollouts,
     *,
