@@ -15,7 +15,11 @@
   exact repeats, so gains of exactly 0, likely), ``grounding`` (0 or 1) and ``importance`` (>= 0, zeros
   likely); with ``tree``: ``node`` ids of tree rollouts (an episode copies the node ids of a
   prefix of an earlier episode of its group, then branches off with new ids; the ids restart
-  in every group, so the same id names different nodes in different groups).
+  in every group, so the same id names different nodes in different groups);
+  with ``components``: a ``rewards`` object of named reward components in every episode (the
+  same 0..4 names everywhere; values 0, ±1, ±1e6, near-equal 0.3 and 0.3 + 1e-7, integers,
+  moderate floats) and, drawn per rollout unless ``reference`` says otherwise, a ``reference``
+  string (JSON-like tool-call text, unicode) in every step.
 
 Within one group the outcomes stay on one scale (offset + values of at most ~10): a group that
 mixes 0 and 2e6 with a member at 1e6 + 1e-7 has no float64 representation of that member's
@@ -30,7 +34,15 @@ from hypothesis import strategies as st
 
 from stepcredit import Rollouts
 
-__all__ = ["LARGE_OFFSET_EXAMPLES", "group_outcomes", "rollout_records", "rollouts", "steps_of"]
+__all__ = [
+    "COMPONENT_NAMES",
+    "LARGE_OFFSET_EXAMPLES",
+    "REFERENCES",
+    "group_outcomes",
+    "rollout_records",
+    "rollouts",
+    "steps_of",
+]
 
 GROUP_NAMES = ("g0", "g1", "g10", "g2", "b", "a", "7", "-3", "00", "", " ", "任务-1", "Ωmega", "é", "🙂")
 STATE_TEXT = st.text(
@@ -39,6 +51,20 @@ STATE_TEXT = st.text(
 # near-duplicates on purpose: "normalized" matching merges "s0", "S0" and " s0\t"
 STATE_POOL = st.sampled_from(("s0", "S0", " s0\t", "s1", "s 1", "s  1", "ж", "任务"))
 ACTIONS = ("left", "right", "search[ünïcode]", "", "click 🙂")
+# reward component names (valid: [A-Za-z_][A-Za-z0-9_]*) and values
+COMPONENT_NAMES = ("format", "correct", "ref_0", "ref_1", "_x", "A9", "len", "Z")
+COMPONENT_VALUE = st.one_of(
+    st.sampled_from((0.0, 1.0, -1.0, 1e6, -1e6, 0.3, 0.3 + 1e-7, 0, 1, -2)),
+    st.floats(-10.0, 10.0, allow_nan=False, allow_infinity=False),
+)
+REFERENCES = (
+    '{"name": "search", "parameters": {"query": "weather"}}',
+    '{"name": "search", "parameters": {"query": "Wetter 🙂"}}',
+    '{"name": "calc", "parameters": {"a": 1, "b": 2.5}}',
+    "answer[42]",
+    "",
+    "任务",
+)
 
 # offset + value keeps a group's outcomes on one scale (see the module docstring)
 OFFSETS = (0.0, 0.0, 1e6, -1e6, 1e6 + 0.5)
@@ -95,6 +121,8 @@ def steps_of(
             step["state"] = draw(STATE_TEXT)
         if fields["action"]:
             step["action"] = draw(st.sampled_from(ACTIONS))
+        if fields.get("reference"):
+            step["reference"] = draw(st.sampled_from(REFERENCES))
         steps.append(step)
     return steps
 
@@ -113,6 +141,8 @@ def rollout_records(
     huge: bool = True,
     extra: bool = False,
     tree: bool = False,
+    components: bool = False,
+    reference: bool | None = None,
 ) -> list[dict[str, Any]]:
     """A list of episode records (see the module docstring).
 
@@ -126,6 +156,10 @@ def rollout_records(
         huge: allow one group of 20..64 episodes now and then.
         extra: every step has ``process``, ``p_answer``, ``grounding`` and ``importance``.
         tree: every step has a ``node`` id and the episodes of a group form a tree.
+        components: every episode has a ``rewards`` object with the same 0..4 component names.
+        reference: every step has a ``reference`` string (True), none has (False) or either
+            (None: drawn when ``components`` is set, else none). The default draws nothing
+            extra, so the other strategies' examples are unchanged.
     """
     n_groups = draw(st.integers(1, max_groups))
     sizes = [draw(st.one_of(st.just(1), st.integers(1, max_group_size))) for _ in range(n_groups)]
@@ -154,7 +188,13 @@ def rollout_records(
         ),
         "action": action if action is not None else draw(st.booleans()),
         "extra": extra,
+        "reference": reference if reference is not None else (components and draw(st.booleans())),
     }
+    comp_names = (
+        draw(st.lists(st.sampled_from(COMPONENT_NAMES), min_size=0, max_size=4, unique=True))
+        if components
+        else []
+    )
     episodes = []
     for g, size in enumerate(sizes):
         for outcome in draw(group_outcomes(size)):
@@ -177,14 +217,15 @@ def rollout_records(
             earlier.append(path)
             for step, node in zip(steps, path):
                 step["node"] = node
-        records.append(
-            {
-                "episode_id": f"ep-{k}-é",
-                "group_id": gid,
-                "outcome": outcome,
-                "steps": steps,
-            }
-        )
+        rec: dict[str, Any] = {
+            "episode_id": f"ep-{k}-é",
+            "group_id": gid,
+            "outcome": outcome,
+            "steps": steps,
+        }
+        if components:
+            rec["rewards"] = {name: draw(COMPONENT_VALUE) for name in comp_names}
+        records.append(rec)
     return records
 
 

@@ -1,11 +1,15 @@
 """The ``stepcredit`` command line.
 
-    stepcredit advantages INPUT -e ESTIMATOR [-p key=value ...] [-o OUTPUT]
-    stepcredit estimators [--family F] [--params]
+    stepcredit advantages INPUT -e ESTIMATOR [--shape T ...] [--filter F ...] [-p [stage.]key=value ...] [-o OUTPUT]
+    stepcredit advantages INPUT --pipeline FILE [-p stage.key=value ...] [--state FILE] [-o OUTPUT]
+    stepcredit estimators [--family F] [--params]      # estimators, then transforms and filters
+    stepcredit transforms [--params]
+    stepcredit filters [--params]
 
 Exit status: 0 on success; 1 for a bad or unreadable input file (the one-line message names
-the file, record and field); 2 for bad usage (unknown estimator, bad parameter, unknown output
-extension). Nothing is written unless the whole computation succeeds.
+the file, record and field); 2 for bad usage (unknown estimator, transform or filter, bad
+parameter, bad pipeline file, unknown output extension). Nothing is written unless the whole
+computation succeeds.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from stepcredit import __version__
+from stepcredit._params import UsageError
 from stepcredit._ui import print_table, progress
 from stepcredit.data import (
     MissingColumnError,
@@ -27,13 +32,10 @@ from stepcredit.data import (
     write_credit,
 )
 from stepcredit.data.io import FORMATS
-from stepcredit.estimators import (
-    EstimatorError,
-    estimate,
-    get_estimator,
-    list_estimators,
-    parse_param,
-)
+from stepcredit.estimators import EstimatorError, list_estimators
+from stepcredit.filters import list_filters
+from stepcredit.pipeline import Pipeline, PipelineError, PipelineState
+from stepcredit.shaping import list_transforms
 
 __all__ = ["main"]
 
@@ -54,14 +56,35 @@ def _build_parser() -> argparse.ArgumentParser:
     adv = sub.add_parser(
         "advantages",
         help="compute per-step advantages of a rollout file",
-        description="Compute per-step advantages with a registered estimator and write one "
-        "row per step (episode_id, group_id, step, advantage, episode_advantage).",
+        description="Compute per-step advantages with a credit pipeline (reward transforms -> "
+        "estimator -> credit filters) and write one row per step (episode_id, group_id, step, "
+        "advantage, episode_advantage; weight when filters ran).",
     )
     adv.add_argument("input", metavar="INPUT", help="rollouts, .jsonl or .parquet")
-    adv.add_argument("-e", "--estimator", required=True, help="estimator name (see `stepcredit estimators`)")
+    adv.add_argument("-e", "--estimator", help="estimator name (see `stepcredit estimators`); required without --pipeline")
     adv.add_argument(
-        "-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-        help="estimator parameter, repeatable (e.g. -p scale=batch -p epsilon=1e-4)",
+        "--shape", action="append", default=[], metavar="TRANSFORM",
+        help="reward transform applied before the estimator, repeatable, in order (see `stepcredit transforms`)",
+    )
+    adv.add_argument(
+        "--filter", action="append", default=[], metavar="FILTER", dest="filters",
+        help="credit filter applied after the estimator, repeatable, in order (see `stepcredit filters`)",
+    )
+    adv.add_argument(
+        "-p", "--param", action="append", default=[], metavar="[STAGE.]KEY=VALUE",
+        help="parameter, repeatable: KEY=VALUE for the estimator, STAGE.KEY=VALUE for a transform, "
+        "filter or the estimator by name (e.g. -p scale=batch -p gated.threshold=1)",
+    )
+    adv.add_argument("--pipeline", metavar="FILE", help="run the pipeline saved in this TOML file (-p overrides its parameters)")
+    adv.add_argument("--save-pipeline", metavar="FILE", help="also write the pipeline that ran (all parameters) as TOML")
+    adv.add_argument(
+        "--state", metavar="FILE",
+        help="state of stateful stages (laser_d, composite, replay): read if the file exists, "
+        "written back (atomically) after a successful run",
+    )
+    adv.add_argument(
+        "--no-refit", dest="refit", action="store_false", default=None,
+        help="when filters drop episodes, keep the estimator's advantages (default: re-run it on the kept episodes)",
     )
     adv.add_argument("-o", "--output", help="advantages file to write, .jsonl or .parquet (atomic)")
     adv.add_argument(
@@ -72,12 +95,20 @@ def _build_parser() -> argparse.ArgumentParser:
     adv.set_defaults(func=_cmd_advantages)
 
     est = sub.add_parser(
-        "estimators", help="list the registered estimators",
-        description="List the registered estimators: name, family, needed step fields, paper.",
+        "estimators", help="list the registered estimators (then transforms and filters)",
+        description="List the registered estimators (name, family, needed step fields, paper), "
+        "then the reward transforms and credit filters (without --family).",
     )
-    est.add_argument("--family", help="only this family (outcome, value, ...)")
+    est.add_argument("--family", help="only the estimators of this family (outcome, value, ...)")
     est.add_argument("--params", action="store_true", help="also list every parameter with its default")
     est.set_defaults(func=_cmd_estimators)
+    for kind in ("transforms", "filters"):
+        cmd = sub.add_parser(
+            kind, help=f"list the registered {kind}",
+            description=f"List the registered {kind}: name, fields read and written, paper.",
+        )
+        cmd.add_argument("--params", action="store_true", help="also list every parameter with its default")
+        cmd.set_defaults(func=_cmd_transforms if kind == "transforms" else _cmd_filters)
     return parser
 
 
@@ -89,13 +120,40 @@ def _show_progress(mode: str, n: int) -> bool:
     return n >= PROGRESS_MIN_STEPS and sys.stderr.isatty()
 
 
+def _pipeline(args: argparse.Namespace) -> Pipeline:
+    """The pipeline of the command line (checked, before anything is read)."""
+    if args.pipeline:
+        if args.estimator or args.shape or args.filters:
+            raise PipelineError("give either --pipeline FILE or -e/--shape/--filter, not both")
+        pipe = Pipeline.load(args.pipeline)
+    else:
+        if not args.estimator:
+            raise PipelineError("give an estimator (-e NAME, see `stepcredit estimators`) or --pipeline FILE")
+        pipe = Pipeline.build(args.estimator, transforms=args.shape, filters=args.filters)
+    if args.refit is not None:
+        pipe = Pipeline(pipe.estimator, pipe.transforms, pipe.filters, args.refit)
+    return pipe.with_assignments(args.param)
+
+
+def _as_data_error(exc: MissingColumnError, path: Path) -> RolloutsError:
+    field = exc.column if exc.column.startswith("rewards.") else f"steps[].{exc.column}"
+    where = "every episode's \"rewards\" object" if exc.column.startswith("rewards.") else "every step"
+    name = exc.column.split(".", 1)[-1] if exc.column.startswith("rewards.") else exc.column
+    return RolloutsError(
+        str(path), "", field, f"{exc.by} needs this field and the input does not have it",
+        f"add '{name}' to {where}, or choose a pipeline that does not need it",
+    )
+
+
 def _cmd_advantages(args: argparse.Namespace) -> int:
-    spec = get_estimator(args.estimator)
-    params = dict(parse_param(spec.name, a) for a in args.param)
-    spec.bind(params)  # validate before reading anything
+    pipe = _pipeline(args)  # validate before reading anything
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix.lower() not in FORMATS:
         raise EstimatorError(f"output {out}: unknown extension '{out.suffix}'; name it *.jsonl or *.parquet")
+    state = None
+    if args.state and Path(args.state).exists():
+        state = PipelineState.load(args.state)
+        pipe._states(state)  # a state of another pipeline: refuse before any work
     t0 = time.perf_counter()
     in_path = Path(args.input)
     big_file = in_path.is_file() and in_path.stat().st_size >= 64 << 20
@@ -103,42 +161,64 @@ def _cmd_advantages(args: argparse.Namespace) -> int:
         ro = read_rollouts(in_path)
     show = _show_progress(args.progress, ro.n_steps)
     try:
-        with progress(f"{spec.name} advantages", show):
-            credit = estimate(ro, spec.name, **params)
+        pipe.check(ro)
+        with progress(f"{pipe.estimator.name} advantages", show):
+            result = pipe.run(ro, state)
     except MissingColumnError as exc:
-        raise RolloutsError(
-            str(in_path), "", f"steps[].{exc.column}", f"{exc.by} needs this step field and no step has it",
-            f"add '{exc.column}' to every step, or choose an estimator that does not need it",
-        ) from None
+        raise _as_data_error(exc, in_path) from None
     except RolloutsError as exc:  # an estimator's structural check (e.g. tree node ids): name the file
         if exc.source != "<rollouts>":
             raise
         raise RolloutsError(str(in_path), exc.record, exc.field, exc.problem, exc.fix) from None
     t_est = time.perf_counter()
+    ro, credit = result.rollouts, result.credit
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with progress(f"writing {out.name}", show, total=ro.n_steps) as bar:
             write_credit(credit, ro, out, progress=bar.update)
+    if args.save_pipeline:
+        pipe.save(args.save_pipeline)
+    if args.state:
+        result.state.save(args.state)
     if not args.quiet:
-        _print_summary(args, ro, credit, out, time.perf_counter() - t0, t_est - t0)
+        _print_summary(args, ro, credit, out, time.perf_counter() - t0, t_est - t0, pipe, result.diagnostics)
     return 0
 
 
-def _print_summary(args, ro: Rollouts, credit, out: Path | None, elapsed: float, t_est: float) -> None:
+def _fmt_value(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _print_summary(
+    args, ro: Rollouts, credit, out: Path | None, elapsed: float, t_est: float, pipe: Pipeline, diagnostics
+) -> None:
     params = ", ".join(f"{k}={v!r}" for k, v in credit.params.items())
     s = credit.summary()
     rows = [
         ("input", f"{args.input}"),
         ("groups / episodes / steps", f"{ro.n_groups:,} / {ro.n_episodes:,} / {ro.n_steps:,}"),
         ("step fields", ", ".join(ro.step_fields) or "none"),
+    ]
+    if ro.episode_fields:
+        rows.append(("reward components", ", ".join(ro.episode_fields)))
+    for i, st in enumerate(pipe.transforms):
+        ps = ", ".join(f"{k}={v!r}" for k, v in st.params.items())
+        rows.append((f"transform {i + 1}", f"{st.name}({ps})"))
+        rows += [(f"  {k.replace('_', ' ')}", _fmt_value(v)) for k, v in diagnostics.get(st.label(i), {}).items()]
+    rows += [
         ("estimator", f"{credit.estimator}({params})"),
         ("step advantage mean / std", f"{s['mean']:.4g} / {s['std']:.4g}"),
         ("step advantage min / max", f"{s['min']:.4g} / {s['max']:.4g}"),
         ("steps with advantage 0", f"{s['zero_fraction']:.1%}"),
     ]
-    rows += [
-        (k.replace("_", " "), f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in credit.diagnostics.items()
-    ]
+    rows += [(k.replace("_", " "), _fmt_value(v)) for k, v in credit.diagnostics.items()]
+    for i, st in enumerate(pipe.filters):
+        ps = ", ".join(f"{k}={v!r}" for k, v in st.params.items())
+        rows.append((f"filter {i + 1}", f"{st.name}({ps})"))
+        rows += [(f"  {k.replace('_', ' ')}", _fmt_value(v)) for k, v in diagnostics.get(st.label(i), {}).items()]
+    if credit.episode_weight is not None:
+        w = credit.episode_weight
+        rows.append(("episodes kept (weight > 0)", f"{int((w > 0).sum()):,} of {w.size:,}"))
     rows.append(("output", str(out) if out else "(none: give -o FILE to write)"))
     rows.append(("time", f"{elapsed:.2f} s (read + estimate {t_est:.2f} s)"))
     print_table("stepcredit advantages", ("", "value"), rows)
@@ -178,6 +258,41 @@ def _cmd_estimators(args: argparse.Namespace) -> int:
     if args.params:
         cols.insert(3, "parameters (defaults)")
     print_table("stepcredit estimators", cols, rows)
+    if args.family is None:
+        _cmd_transforms(args)
+        _cmd_filters(args)
+    return 0
+
+
+def _fields(names) -> str:
+    return ", ".join(names) or "-"
+
+
+def _cmd_transforms(args: argparse.Namespace) -> int:
+    rows = []
+    for s in list_transforms():
+        row = [s.name, _fields(s.requires), _fields(s.writes), "yes" if s.stateful else "", s.paper]
+        if args.params:
+            row.insert(4, "; ".join(f"{p.name}={p.default!r}" for p in s.params.values()) or "-")
+        rows.append(row)
+    cols = ["name", "reads", "writes", "state", "paper"]
+    if args.params:
+        cols.insert(4, "parameters (defaults)")
+    print_table("stepcredit transforms (--shape)", cols, rows)
+    return 0
+
+
+def _cmd_filters(args: argparse.Namespace) -> int:
+    rows = []
+    for s in list_filters():
+        row = [s.name, _fields(("outcome", "group_id") + s.requires), "yes" if s.stateful else "", s.paper]
+        if args.params:
+            row.insert(3, "; ".join(f"{p.name}={p.default!r}" for p in s.params.values()) or "-")
+        rows.append(row)
+    cols = ["name", "needs", "state", "paper"]
+    if args.params:
+        cols.insert(3, "parameters (defaults)")
+    print_table("stepcredit filters (--filter)", cols, rows)
     return 0
 
 
@@ -190,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     except RolloutsError as exc:
         print(f"stepcredit: error: {exc}", file=sys.stderr)
         return 1
-    except EstimatorError as exc:
+    except UsageError as exc:
         print(f"stepcredit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # pragma: no cover

@@ -489,7 +489,8 @@ def _toml_value(v: Any) -> str:
         r = repr(v)
         return r if any(c in r for c in ".eE") else r + ".0"
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # a JSON string is a TOML basic string
+        # a JSON string is a TOML basic string, except that TOML also wants DEL escaped
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     raise PipelineError(f"parameter value {v!r} of type {type(v).__name__} cannot be saved")
 
 

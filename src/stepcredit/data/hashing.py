@@ -1,4 +1,4 @@
-"""Vectorised 64-bit hashing of state, action and node keys.
+"""Vectorised 64-bit hashing of state, action, node and reference keys.
 
 A key is a string or an integer. Equal keys in one group are what anchor-state methods
 (GiGPO, SALT) and tree methods match on, so the hash must be deterministic across processes,

@@ -114,7 +114,10 @@ def _has_temporal(t: pa.DataType) -> bool:
 def _read_jsonl(p: Path) -> Rollouts:
     """Fast path: Arrow's JSON reader. Anything it might have read differently from Python's
     ``json`` (date-like strings, int/float promotion, ``meta`` objects merged into one struct,
-    invalid UTF-8, two objects on one line) sends the file to the precise reader instead."""
+    invalid UTF-8, two objects on one line) sends the file to the precise reader instead.
+    ``rewards`` objects stay on the fast path: Arrow merges them into one struct whose missing
+    keys are nulls, which the shared checks report as partial presence on the right line; a
+    component of a non-numeric type or an invalid name makes ``flatten_table`` return None."""
     locate = _JsonlLines(p)
     try:
         table = pj.read_json(p, read_options=pj.ReadOptions(block_size=_JSON_BLOCK))

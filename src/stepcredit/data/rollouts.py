@@ -3,14 +3,18 @@
 A rollout record is one episode::
 
     {"episode_id": "e0", "group_id": "task-3", "outcome": 1.0,
+     "rewards": {"format": 1.0, "correct": 0.0},
      "steps": [{"state": "s0", "action": "left", "reward": 0.0, "value": 0.4}, ...],
      "meta": {...}}
 
 Required: ``episode_id`` (string, unique), ``group_id`` (string), ``outcome`` (finite number),
-``steps`` (a non-empty list of objects). Step fields (all optional):
+``steps`` (a non-empty list of objects). Optional ``rewards``: the episode's named reward
+components, an object mapping names (``[A-Za-z_][A-Za-z0-9_]*``) to finite numbers; a name must
+be in every episode's ``rewards`` or in none. Step fields (all optional):
 
 * key fields, a string or an integer, hashed to uint64 (see ``stepcredit.data.hashing``):
-  ``state``, ``action``, ``node``;
+  ``state``, ``action``, ``node``, ``reference`` (the reference, ground-truth action of the
+  step, e.g. the reference tool call as JSON text);
 * numeric fields: ``reward`` (default 0 where absent), ``process``, ``value``, ``p_answer``,
   ``grounding``, ``importance``, ``logp``, ``ref_logp`` (finite numbers) and ``tokens`` (a non-negative integer).
 
@@ -21,7 +25,9 @@ through unchanged.
 
 In memory every per-episode quantity is an array of length E and every per-step quantity an
 array of length S; episode e owns steps ``episode_offsets[e]:episode_offsets[e+1]``. Arrays are
-read-only.
+read-only. Reward components are the [E] float64 arrays of ``episode_columns``; everywhere a
+field is named (``has``, ``require``, a transform's ``requires``), component NAME is
+``"rewards.NAME"``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ import pyarrow.compute as pc
 from stepcredit.data.errors import RolloutsError
 from stepcredit.data.schema import (
     _FIXES,
+    COMPONENT_PREFIX,
+    COMPONENTS_FIELD,
     FLOAT_COLUMNS,
     INT_COLUMNS,
     KEY_COLUMNS,
@@ -56,11 +64,14 @@ from stepcredit.data.schema import (
     _readonly,
     _string_array,
     _type_name,
+    component_name,
     flatten_table,
+    is_component_name,
     validate_columns,
 )
 
 __all__ = [
+    "COMPONENT_PREFIX",
     "KEY_COLUMNS",
     "NUMERIC_COLUMNS",
     "FLOAT_COLUMNS",
@@ -71,17 +82,44 @@ __all__ = [
 
 
 class MissingColumnError(ValueError):
-    """An estimator (or transform) needs a step column the rollouts do not have."""
+    """An estimator, transform or filter needs a field the rollouts do not have.
+
+    The field is a step field (``"value"``) or an episode reward component
+    (``"rewards.NAME"``); the message says which, listing the fields of that kind present.
+
+    Attributes:
+        column: the missing field as named by the stage (``"value"``, ``"rewards.format"``).
+        by: the stage that needs it (``"estimator 'gae'"``).
+        present: the fields present as given (step fields and ``"rewards.NAME"`` components).
+        component: ``NAME`` when the field is the reward component ``"rewards.NAME"``, else None.
+    """
 
     def __init__(self, column: str, by: str, present: Sequence[str]):
         self.column = column
         self.by = by
-        have = ", ".join(present) if present else "none"
-        super().__init__(
-            f"{by} needs the step field '{column}', which these rollouts do not have "
-            f"(step fields present: {have}). Fix: add '{column}' to every step, or choose "
-            f"an estimator that does not need it (`stepcredit estimators` lists what each needs)"
-        )
+        self.present = tuple(present)
+        self.component = component_name(column)
+        if self.component is not None:
+            comps = [p for p in present if p.startswith(COMPONENT_PREFIX)]
+            have = ", ".join(comps) if comps else "none"
+            msg = (
+                f"{by} needs the episode reward component '{column}', which these rollouts do "
+                f"not have (components present: {have}). Fix: add '{self.component}' to every "
+                f'episode\'s "rewards" object, e.g. "rewards": {{"{self.component}": 1.0}}, or '
+                f"drop the stage that needs it"
+            )
+        else:
+            steps = [p for p in present if not p.startswith(COMPONENT_PREFIX)]
+            have = ", ".join(steps) if steps else "none"
+            msg = (
+                f"{by} needs the step field '{column}', which these rollouts do not have "
+                f"(step fields present: {have}). Fix: add '{column}' to every step, or choose "
+                f"an estimator that does not need it (`stepcredit estimators` lists what each needs)"
+            )
+        super().__init__(msg)
+
+    def __reduce__(self):  # keep the arguments across pickling (multiprocessing workers)
+        return (type(self), (self.column, self.by, self.present))
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +141,8 @@ class Rollouts:
         key_values: the original key values, name -> [S] Arrow array (strings or integers).
         meta: [E] Arrow string array of each episode's ``meta`` as JSON text (null = absent),
             or None when no episode has one.
+        episode_columns: reward components present, NAME -> [E] float64 (finite), in name
+            order; the field name of component NAME is ``"rewards.NAME"``.
     """
 
     episode_id: pa.Array
@@ -113,6 +153,7 @@ class Rollouts:
     keys: Mapping[str, np.ndarray] = field(default_factory=dict)
     key_values: Mapping[str, pa.Array] = field(default_factory=dict)
     meta: pa.Array | None = None
+    episode_columns: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -151,6 +192,17 @@ class Rollouts:
             if len(meta) != E:
                 raise ValueError("meta must have length E")
             set_(self, "meta", None if meta.null_count == E else meta)
+        comps = {}
+        for name in sorted(self.episode_columns):
+            if not is_component_name(name):
+                raise ValueError(f"reward component name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+            arr = _readonly(self.episode_columns[name], np.float64)
+            if arr.shape != (E,):
+                raise ValueError(f"reward component {name!r} must have length E={E}, got shape {arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"reward component {name!r} must hold finite values")
+            comps[name] = arr
+        set_(self, "episode_columns", comps)
 
     # ------------------------------------------------------------------ sizes and indices
     @property
@@ -211,11 +263,23 @@ class Rollouts:
     # ------------------------------------------------------------------ columns
     @property
     def step_fields(self) -> tuple[str, ...]:
-        """Names of the step fields present, in schema order."""
+        """Names of the step fields present, in schema order (reward components excluded)."""
         return tuple(c for c in STEP_COLUMNS if c in self.columns or c in self.keys)
 
+    @property
+    def episode_fields(self) -> tuple[str, ...]:
+        """Field names of the reward components present, ``("rewards.NAME", ...)`` sorted by name."""
+        return tuple(COMPONENT_PREFIX + name for name in sorted(self.episode_columns))
+
     def has(self, name: str) -> bool:
-        """Whether step field ``name`` is present (``reward`` is always usable: absent = 0)."""
+        """Whether field ``name`` is present: a step field, or a reward component ``"rewards.NAME"``.
+
+        (``reward`` is usable even when absent: it reads 0; ``has("reward")`` says whether the
+        data gave it.)
+        """
+        comp = component_name(name)
+        if comp is not None:
+            return comp in self.episode_columns
         return name in self.columns or name in self.keys
 
     @property
@@ -230,6 +294,9 @@ class Rollouts:
     def column(self, name: str, by: str = "this computation") -> np.ndarray:
         """[S] a numeric step column, or uint64 hashes for a key column.
 
+        For a reward component ``"rewards.NAME"`` it returns that component's **[E]** array
+        (the same as :meth:`episode_column`): note the episode, not step, length.
+
         Raises:
             MissingColumnError: naming ``by`` when the column is absent.
         """
@@ -239,13 +306,35 @@ class Rollouts:
             return self.columns[name]
         if name in self.keys:
             return self.keys[name]
-        raise MissingColumnError(name, by, self.step_fields)
+        if component_name(name) is not None:
+            return self.episode_column(name, by)
+        raise MissingColumnError(name, by, self._present())
+
+    def episode_column(self, name: str, by: str = "this computation") -> np.ndarray:
+        """[E] float64 values of a reward component, named ``"NAME"`` or ``"rewards.NAME"``.
+
+        Raises:
+            MissingColumnError: naming ``by`` and ``"rewards.NAME"`` when the component is absent.
+        """
+        comp = component_name(name)
+        comp = name if comp is None else comp
+        arr = self.episode_columns.get(comp)
+        if arr is None:
+            raise MissingColumnError(COMPONENT_PREFIX + comp, by, self._present())
+        return arr
+
+    def _present(self) -> tuple[str, ...]:
+        return self.step_fields + self.episode_fields
 
     def require(self, names: Iterable[str], by: str) -> None:
-        """Raise :class:`MissingColumnError` for the first of ``names`` that is absent."""
+        """Raise :class:`MissingColumnError` for the first of ``names`` that is absent.
+
+        Names are step fields or reward components ``"rewards.NAME"``; ``reward`` is always
+        available (absent = 0).
+        """
         for name in names:
             if name != "reward" and not self.has(name):
-                raise MissingColumnError(name, by, self.step_fields)
+                raise MissingColumnError(name, by, self._present())
 
     # ------------------------------------------------------------------ transforms
     def take(self, episodes: Sequence[int] | np.ndarray) -> Rollouts:
@@ -268,6 +357,7 @@ class Rollouts:
             keys={k: v[steps] for k, v in self.keys.items()},
             key_values={k: v.take(steps_pa) for k, v in self.key_values.items()},
             meta=None if self.meta is None else self.meta.take(idx_pa),
+            episode_columns={k: v[idx] for k, v in self.episode_columns.items()},
         )
 
     def replace_columns(self, **columns: np.ndarray | None) -> Rollouts:
@@ -278,16 +368,25 @@ class Rollouts:
                 cols.pop(name, None)
             else:
                 cols[name] = arr
-        return Rollouts(
-            episode_id=self.episode_id,
-            group_id=self.group_id,
-            outcome=self.outcome,
-            episode_offsets=self.episode_offsets,
-            columns=cols,
-            keys=self.keys,
-            key_values=self.key_values,
-            meta=self.meta,
-        )
+        return dataclasses.replace(self, columns=cols)
+
+    def replace_episode_columns(self, **components: np.ndarray | Sequence[float] | None) -> Rollouts:
+        """A new Rollouts with reward components replaced, added, or (``None``) removed.
+
+        Args:
+            **components: NAME -> [E] finite numbers, or None to remove NAME (absent: no-op).
+
+        Raises:
+            ValueError: a name not matching ``[A-Za-z_][A-Za-z0-9_]*``, a length other than E,
+                or a non-finite value.
+        """
+        comps = dict(self.episode_columns)
+        for name, arr in components.items():
+            if arr is None:
+                comps.pop(name, None)
+            else:
+                comps[name] = np.array(arr, dtype=np.float64)  # a copy: the caller's array stays writeable
+        return dataclasses.replace(self, episode_columns=comps)
 
     def with_outcome(self, outcome: np.ndarray) -> Rollouts:
         """A new Rollouts with the [E] outcome replaced (finite values; reward transforms)."""
@@ -310,6 +409,10 @@ class Rollouts:
             and all(np.array_equal(v, other.columns[k]) for k, v in self.columns.items())
             and all(np.array_equal(v, other.keys[k]) for k, v in self.keys.items())
             and all(v.equals(other.key_values[k]) for k, v in self.key_values.items())
+            and self.episode_columns.keys() == other.episode_columns.keys()
+            and all(
+                np.array_equal(v, other.episode_columns[k]) for k, v in self.episode_columns.items()
+            )
         )
         if not same:
             return False
@@ -320,9 +423,10 @@ class Rollouts:
         ] == [None if m is None else json.loads(m) for m in other.meta.to_pylist()]
 
     def __repr__(self) -> str:
+        comps = f", episode_fields={list(self.episode_fields)}" if self.episode_columns else ""
         return (
             f"Rollouts(groups={self.n_groups}, episodes={self.n_episodes}, "
-            f"steps={self.n_steps}, step_fields={list(self.step_fields)})"
+            f"steps={self.n_steps}, step_fields={list(self.step_fields)}{comps})"
         )
 
     def __len__(self) -> int:
@@ -332,7 +436,8 @@ class Rollouts:
     def to_arrow(self) -> pa.Table:
         """The rollouts as an Arrow table, one row per episode with a ``steps`` list column.
 
-        ``meta`` (when present) is a JSON-text string column.
+        ``meta`` (when present) is a JSON-text string column; ``rewards`` (when there are
+        reward components) a struct column of float64 fields, one per component.
         """
         step_arrays, step_names = [], []
         for name in STEP_COLUMNS:
@@ -352,6 +457,11 @@ class Rollouts:
             "outcome": pa.array(self.outcome),
             "steps": steps,
         }
+        if self.episode_columns:
+            names = sorted(self.episode_columns)
+            cols[COMPONENTS_FIELD] = pa.StructArray.from_arrays(
+                [pa.array(self.episode_columns[n]) for n in names], names=names
+            )
         if self.meta is not None:
             cols["meta"] = self.meta
         return pa.table(cols)
@@ -377,7 +487,8 @@ class Rollouts:
 
         Args:
             table: one row per episode with columns ``episode_id``, ``group_id``, ``outcome``,
-                ``steps`` (list of structs) and optionally ``meta`` (struct or JSON text).
+                ``steps`` (list of structs) and optionally ``rewards`` (struct of numbers) and
+                ``meta`` (struct or JSON text).
             source: the name used in error messages (a file name).
             locate: maps a 0-based row to the record's name in messages (default "row N").
 
@@ -416,6 +527,7 @@ class Rollouts:
         step_counts: Sequence[int] | np.ndarray | None = None,
         episode_id: Sequence[Any] | np.ndarray | None = None,
         meta: Sequence[Mapping[str, Any] | None] | None = None,
+        episode_columns: Mapping[str, Sequence[float] | np.ndarray] | None = None,
         **steps: Sequence[Any] | np.ndarray | None,
     ) -> Rollouts:
         """Build validated Rollouts from flat arrays (no Python object per step).
@@ -426,6 +538,9 @@ class Rollouts:
             episode_offsets: [E+1] CSR offsets, or give ``step_counts`` [E] instead.
             episode_id: [E] unique ids (default ``"0" .. "E-1"``).
             meta: [E] dicts or None.
+            episode_columns: reward components, NAME -> [E] finite numbers (the ``rewards``
+                object of the records); a None value inside means "absent in this episode",
+                which is an error unless it is absent in every episode.
             **steps: step columns by name (see the module docstring), each [S].
 
         Raises:
@@ -495,7 +610,37 @@ class Rollouts:
                     raise RolloutsError(source, f"episode {e}", "meta", f"is {_type_name(m)}, not an object", _FIXES["meta"])
                 texts.append(None if m is None else _meta_text(m, source, f"episode {e}"))
             meta_pa = pa.array(texts, type=pa.string())
-        flat = _Flat(eid_pa, gid_pa, pa.array(outcome), counts, step_fields, meta_pa)
+        comp_fields: dict[str, pa.Array] = {}
+        for name, values in (episode_columns or {}).items():
+            if not is_component_name(name):
+                raise RolloutsError(source, "", COMPONENTS_FIELD, f"has the component name {name!r}", _FIXES["rewards.name"])
+            fld = COMPONENT_PREFIX + name
+            if not isinstance(values, (pa.Array, pa.ChunkedArray)) and (
+                not isinstance(values, np.ndarray) or values.dtype == object
+            ):  # Python objects: Arrow would read True as 1.0
+                values = list(values)
+                is_bool = [isinstance(v, (bool, np.bool_)) for v in values]
+                if any(is_bool):
+                    raise RolloutsError(
+                        source, f"episode {is_bool.index(True)}", fld, "is a boolean, not a number",
+                        "give one finite number per episode",
+                    )
+            try:
+                arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                raise RolloutsError(
+                    source, "", fld, f"cannot be converted to a column ({exc})",
+                    "give one finite number per episode",
+                ) from None
+            if len(arr) != E:
+                raise RolloutsError(
+                    source, "", fld, f"has {len(arr)} values but there are {E} episodes",
+                    "give one value per episode, in episode order",
+                )
+            if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_null(arr.type)):
+                raise RolloutsError(source, "", fld, f"has type {arr.type}", "give one finite number per episode")
+            comp_fields[name] = arr
+        flat = _Flat(eid_pa, gid_pa, pa.array(outcome), counts, step_fields, meta_pa, comp_fields)
         return _build(flat, source, lambda i: f"episode {i}")
 
 

@@ -6,13 +6,19 @@ precise one (``RecordChecker``) walks Python records one by one, checking types 
 so that an error names the exact record and field, and then hands its columns to the same
 ``validate_columns`` for the value checks (missing values, NaN, empty steps, duplicate ids,
 partial presence).
+
+Besides step fields, an episode may carry named **reward components** in an optional
+top-level ``rewards`` object (``{"format": 1.0, "correct": 0.0}``): per-episode numbers that
+reward transforms combine. In memory they are ``[E]`` float64 columns; the pipeline names
+component ``NAME`` as the field ``"rewards.NAME"``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,7 +28,7 @@ import pyarrow.compute as pc
 from stepcredit.data.errors import RolloutsError
 from stepcredit.data.hashing import hash_keys
 
-KEY_COLUMNS: tuple[str, ...] = ("state", "action", "node")
+KEY_COLUMNS: tuple[str, ...] = ("state", "action", "node", "reference")
 FLOAT_COLUMNS: tuple[str, ...] = (
     "reward", "process", "value", "p_answer", "grounding", "importance", "logp", "ref_logp",
 )
@@ -32,6 +38,22 @@ STEP_COLUMNS: tuple[str, ...] = KEY_COLUMNS + NUMERIC_COLUMNS
 #: Step fields that may be absent from some steps (an absent reward is 0).
 PARTIAL_ALLOWED: frozenset[str] = frozenset({"reward"})
 _REQUIRED = ("episode_id", "group_id", "outcome", "steps")
+#: The top-level record field holding an episode's named reward components.
+COMPONENTS_FIELD = "rewards"
+#: The pipeline's name of component NAME is ``COMPONENT_PREFIX + NAME`` ("rewards.NAME").
+COMPONENT_PREFIX = COMPONENTS_FIELD + "."
+_COMPONENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_component_name(name: Any) -> bool:
+    """Whether ``name`` is a valid reward component name (``[A-Za-z_][A-Za-z0-9_]*``)."""
+    return isinstance(name, str) and _COMPONENT_NAME.fullmatch(name) is not None
+
+
+def component_name(name: str) -> str | None:
+    """``NAME`` for a field ``"rewards.NAME"``, else None."""
+    return name[len(COMPONENT_PREFIX):] if name.startswith(COMPONENT_PREFIX) else None
+
 
 Locate = Callable[[int], str]
 
@@ -74,6 +96,7 @@ class _Flat:
     step_counts: np.ndarray  # [E] int64, -1 where `steps` is missing
     step_fields: dict[str, pa.Array]  # [S] each
     meta: pa.Array | None  # [E] JSON text or None
+    episode_fields: dict[str, pa.Array] = field(default_factory=dict)  # reward components, [E] each
 
 
 _FIXES = {
@@ -82,7 +105,17 @@ _FIXES = {
     "group_id": 'give every episode the string id of its task group, e.g. "group_id": "g3"',
     "outcome": 'give the episode\'s outcome reward as a finite number, e.g. "outcome": 1.0',
     "steps": 'give the episode a non-empty list of step objects, e.g. "steps": [{"state": "s0"}]',
+    "rewards": 'give the reward components as an object of named numbers, e.g. "rewards": {"format": 1.0, "correct": 0.0}',
+    "rewards.name": (
+        "name each reward component with letters, digits and underscores, not starting with a "
+        'digit (e.g. "format", "ref_0")'
+    ),
 }
+
+
+def _component_fix(name: str) -> str:
+    return f"give '{name}' in every episode's \"rewards\" object as a finite number, or in none"
+
 
 
 def _first(mask: np.ndarray) -> int:
@@ -213,7 +246,43 @@ def validate_columns(flat: _Flat, source: str, locate: Locate) -> dict[str, Any]
         keys=keys,
         key_values=key_values,
         meta=flat.meta if flat.meta is not None and flat.meta.null_count < E else None,
+        episode_columns=_validate_components(flat.episode_fields, E, source, locate),
     )
+
+
+def _validate_components(
+    fields: Mapping[str, pa.Array], E: int, source: str, locate: Locate
+) -> dict[str, np.ndarray]:
+    """[E] float64 reward components (sorted by name) from [E] Arrow arrays (nulls = absent)."""
+    out: dict[str, np.ndarray] = {}
+    for name in sorted(fields):
+        arr = fields[name]
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        fld = COMPONENT_PREFIX + name
+        if len(arr) != E:
+            raise RolloutsError(source, "", fld, f"has {len(arr)} values but there are {E} episodes", "give one value per episode")
+        n_null = arr.null_count
+        if n_null == E:
+            continue  # null everywhere: absent
+        nulls = arr.is_null().to_numpy(zero_copy_only=False) if n_null else None
+        if not is_component_name(name):
+            row = _first(~nulls) if n_null else 0
+            raise RolloutsError(source, locate(row), COMPONENTS_FIELD, f"has the component name {name!r}", _FIXES["rewards.name"])
+        if n_null:
+            raise RolloutsError(
+                source, locate(_first(nulls)), fld,
+                "is missing here but present in other episodes", _component_fix(name),
+            )
+        if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+            raise RolloutsError(source, locate(0), fld, f"has type {arr.type}", _component_fix(name))
+        values = arr.to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = _first(bad)
+            raise RolloutsError(source, locate(row), fld, f"is {float(values[row])!r}, not a finite number", _component_fix(name))
+        out[name] = values
+    return out
 
 
 def _is_str(t: pa.DataType) -> bool:
@@ -286,7 +355,17 @@ def flatten_table(table: pa.Table) -> _Flat | None:
             )
         else:
             return None
-    return _Flat(eid, gid, outcome, counts, fields, meta)
+    components: dict[str, pa.Array] = {}
+    if COMPONENTS_FIELD in schema.names:
+        r = col(COMPONENTS_FIELD)
+        if pa.types.is_struct(r.type):
+            for f, child in zip(r.type, r.flatten()):  # flatten(): a null object nulls its fields
+                if not (is_component_name(f.name) and _is_num(f.type)):
+                    return None  # the record checker names the record
+                components[f.name] = child
+        elif not pa.types.is_null(r.type):
+            return None
+    return _Flat(eid, gid, outcome, counts, fields, meta, components)
 
 
 def _iter_table_records(table: pa.Table, batch_rows: int = 4096):
@@ -328,6 +407,7 @@ class RecordChecker:
         self.counts: list[int] = []
         self.meta: list[str | None] = []
         self.steps: dict[str, list[Any]] = {}
+        self.components: dict[str, list[float | None]] = {}
         self.key_kind: dict[str, tuple[type, str]] = {}
         self.n_steps = 0
 
@@ -357,6 +437,7 @@ class RecordChecker:
                 raise self._err(where, "meta", f"is not valid JSON text ({exc})", "store meta as the JSON text of an object") from None
         if meta is not None and not isinstance(meta, Mapping):
             raise self._err(where, "meta", f"is {_type_name(meta)}, not an object", _FIXES["meta"])
+        rewards = self._check_components(rec.get(COMPONENTS_FIELD), where)
         for t, step in enumerate(steps or ()):
             if not isinstance(step, Mapping):
                 raise self._err(f"{where}, step {t}", "steps[]", f"the step is {_type_name(step)}, not an object", 'write each step as an object, e.g. {"state": "s0", "action": "a"}')
@@ -369,6 +450,12 @@ class RecordChecker:
         self.gid.append(rec.get("group_id"))
         self.outcome.append(out)
         self.meta.append(None if meta is None else _meta_text(meta, self.source, where))
+        n_before = len(self.eid) - 1
+        for name in rewards:
+            if name not in self.components:
+                self.components[name] = [None] * n_before
+        for name, values in self.components.items():
+            values.append(rewards.get(name))
         if steps is None:
             self.counts.append(-1)
             return
@@ -382,6 +469,24 @@ class RecordChecker:
             else:
                 values.extend(step.get(name) for step in steps)
         self.n_steps += len(steps)
+
+    def _check_components(self, rewards: Any, where: str) -> dict[str, float]:
+        """An episode's reward components (null values dropped: absent), or a RolloutsError."""
+        if rewards is None:
+            return {}
+        if not isinstance(rewards, Mapping):
+            raise self._err(where, COMPONENTS_FIELD, f"is {_type_name(rewards)}, not an object", _FIXES["rewards"])
+        out = {}
+        for name, v in rewards.items():
+            if not is_component_name(name):
+                raise self._err(where, COMPONENTS_FIELD, f"has the component name {name!r}", _FIXES["rewards.name"])
+            if v is None:
+                continue
+            fld = COMPONENT_PREFIX + name
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise self._err(where, fld, f"is {_type_name(v)}, not a number", _component_fix(name))
+            out[name] = self._float(v, where, fld)
+        return out
 
     def _float(self, v: int | float, where: str, fld: str) -> float:
         try:
@@ -431,4 +536,7 @@ class RecordChecker:
             step_counts=np.asarray(self.counts, dtype=np.int64),
             step_fields=fields,
             meta=pa.array(self.meta, type=pa.string()) if any(m is not None for m in self.meta) else None,
+            episode_fields={
+                name: pa.array(values, type=pa.float64()) for name, values in self.components.items()
+            },
         )
