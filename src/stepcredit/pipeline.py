@@ -280,8 +280,8 @@ class Pipeline:
         Raises:
             MissingColumnError: a stage needs a field that neither the input nor an earlier
                 transform provides (the message names the stage).
-            PipelineError: a transform writes step rewards that no later stage reads (the
-                estimator uses the outcome only).
+            PipelineError: a transform writes step rewards (and not the outcome) that no later
+                stage reads, before an estimator that uses the outcome only.
         """
         have = set(ro.step_fields) | {"outcome", "reward"} | set(_episode_fields(ro))
         present = tuple(sorted(have - {"outcome"}))
@@ -296,7 +296,7 @@ class Pipeline:
                 pending.clear()
             writes = spec.writes_for(st.params)
             have |= set(writes)
-            if "reward" in writes:
+            if "reward" in writes and "outcome" not in writes:  # shaping that reaches only the step rewards
                 pending.append(st)
         est = self.estimator.spec
         for f in est.requires:

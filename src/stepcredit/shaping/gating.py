@@ -28,7 +28,9 @@ def _requires(p) -> tuple[str, ...]:
 
 
 def _writes(p) -> tuple[str, ...]:
-    return ("outcome",) if p["target"] == "outcome" else ("reward",)
+    if p["target"] == "outcome":  # the rewards moved into the outcome are set to 0
+        return ("outcome", "reward") if p["source"] == "reward" else ("outcome",)
+    return ("reward",)
 
 
 @register_transform(paper=GRA_PAPER, requires=_requires, writes=_writes)
