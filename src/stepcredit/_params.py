@@ -13,11 +13,20 @@ import inspect
 import math
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Param", "UsageError", "param_help", "parse_bool", "signature_params", "split_assignment"]
+__all__ = [
+    "Param",
+    "UsageError",
+    "bind_params",
+    "param_help",
+    "parse_assignment",
+    "parse_bool",
+    "signature_params",
+    "split_assignment",
+]
 
 
 class UsageError(ValueError):
@@ -106,6 +115,28 @@ def split_assignment(assignment: str, error: type[UsageError] = UsageError) -> t
         raise error(f"parameter '{assignment}' must be written key=value")
     key, text = assignment.split("=", 1)
     return key.strip(), text.strip()
+
+
+def bind_params(
+    params: Mapping[str, Param], given: Mapping[str, Any], owner: str, error: type[UsageError]
+) -> dict[str, Any]:
+    """Every parameter of ``owner`` (e.g. ``"transform 'gated'"``), defaults filled in and each
+    given value checked; an unknown name lists the valid ones."""
+    unknown = [k for k in given if k not in params]
+    if unknown:
+        valid = ", ".join(p.describe() for p in params.values()) or "none"
+        raise error(f"{owner} has no parameter '{unknown[0]}'; its parameters: {valid}")
+    return {name: p.check(given[name], owner, error) if name in given else p.default for name, p in params.items()}
+
+
+def parse_assignment(
+    params: Mapping[str, Param], assignment: str, owner: str, error: type[UsageError]
+) -> tuple[str, Any]:
+    """A command-line ``key=value`` for ``owner`` parsed to the parameter's type."""
+    key, text = split_assignment(assignment, error)
+    if key not in params:
+        bind_params(params, {key: None}, owner, error)  # raises the listing error
+    return key, params[key].parse(text, owner, error)
 
 
 def param_help(doc: str) -> dict[str, str]:

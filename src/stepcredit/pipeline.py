@@ -128,12 +128,7 @@ class PipelineState:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PipelineState:
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PipelineError(f"{p}: cannot read the state file ({exc.strerror})") from None
-        return cls.from_json(text, str(p))
+        return cls.from_json(_read_text(path, "state file"), str(path))
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,7 +278,7 @@ class Pipeline:
             PipelineError: a transform writes step rewards (and not the outcome) that no later
                 stage reads, before an estimator that uses the outcome only.
         """
-        have = set(ro.step_fields) | {"outcome", "reward"} | set(_episode_fields(ro))
+        have = set(ro.step_fields) | {"outcome", "reward"} | set(ro.episode_fields)
         present = tuple(sorted(have - {"outcome"}))
         pending: list[Stage] = []  # transforms whose step rewards no later stage has read yet
         for i, st in enumerate(self.transforms):
@@ -456,14 +451,7 @@ class Pipeline:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Pipeline:
         """Read a TOML pipeline file (errors name the file and the table)."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PipelineError(f"{p}: cannot read the pipeline file ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise PipelineError(f"{p}: the pipeline file is not UTF-8 text") from None
-        return cls.from_toml(text, str(p))
+        return cls.from_toml(_read_text(path, "pipeline file"), str(path))
 
     def describe(self) -> str:
         """One line: ``t1(p=1) -> t2 -> estimator(p=2) -> f1``."""
@@ -473,9 +461,14 @@ class Pipeline:
         return " -> ".join(one(st) for st in self.stages)
 
 
-def _episode_fields(ro: Rollouts) -> tuple[str, ...]:
-    cols = getattr(ro, "episode_columns", None) or {}
-    return tuple(f"rewards.{k}" for k in cols)
+def _read_text(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 text file, or a PipelineError naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: the {what} is not UTF-8 text") from None
 
 
 def _toml_value(v: Any) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from stepcredit._params import Param, UsageError, signature_params, split_assignment
+from stepcredit._params import Param, UsageError, bind_params, parse_assignment, signature_params
 from stepcredit.data import Credit, Rollouts
 
 __all__ = [
@@ -72,17 +72,7 @@ class EstimatorSpec:
 
     def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Full parameter dict (defaults filled in), every value checked."""
-        unknown = [k for k in params if k not in self.params]
-        if unknown:
-            valid = ", ".join(p.describe() for p in self.params.values()) or "none"
-            raise EstimatorError(
-                f"estimator '{self.name}' has no parameter '{unknown[0]}'; its parameters: {valid}"
-            )
-        who = f"estimator '{self.name}'"
-        return {
-            name: p.check(params[name], who, EstimatorError) if name in params else p.default
-            for name, p in self.params.items()
-        }
+        return bind_params(self.params, params, f"estimator '{self.name}'", EstimatorError)
 
 
 _REGISTRY: dict[str, EstimatorSpec] = {}
@@ -146,11 +136,7 @@ def list_estimators() -> list[EstimatorSpec]:
 
 def parse_param(name: str, assignment: str) -> tuple[str, Any]:
     """Parse a command-line ``key=value`` for estimator ``name`` into a typed pair."""
-    spec = get_estimator(name)
-    key, text = split_assignment(assignment, EstimatorError)
-    if key not in spec.params:
-        spec.bind({key: None})  # raises the listing error
-    return key, spec.params[key].parse(text, f"estimator '{name}'", EstimatorError)
+    return parse_assignment(get_estimator(name).params, assignment, f"estimator '{name}'", EstimatorError)
 
 
 def estimate(ro: Rollouts, name: str, /, **params: Any) -> Credit:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stepcredit._params import Param, UsageError, signature_params, split_assignment
+from stepcredit._params import Param, UsageError, bind_params, parse_assignment, signature_params
 from stepcredit.data import Credit, Rollouts
 
 __all__ = [
@@ -73,15 +73,7 @@ class FilterSpec:
 
     def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Full parameter dict (defaults filled in), every value checked."""
-        unknown = [k for k in params if k not in self.params]
-        if unknown:
-            valid = ", ".join(p.describe() for p in self.params.values()) or "none"
-            raise FilterError(f"filter '{self.name}' has no parameter '{unknown[0]}'; its parameters: {valid}")
-        who = f"filter '{self.name}'"
-        return {
-            name: p.check(params[name], who, FilterError) if name in params else p.default
-            for name, p in self.params.items()
-        }
+        return bind_params(self.params, params, f"filter '{self.name}'", FilterError)
 
     def requires_for(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         return self.requires
@@ -137,11 +129,7 @@ def list_filters() -> list[FilterSpec]:
 
 def parse_filter_param(name: str, assignment: str) -> tuple[str, Any]:
     """Parse a command-line ``key=value`` for filter ``name`` into a typed pair."""
-    spec = get_filter(name)
-    key, text = split_assignment(assignment, FilterError)
-    if key not in spec.params:
-        spec.bind({key: None})  # raises the listing error
-    return key, spec.params[key].parse(text, f"filter '{name}'", FilterError)
+    return parse_assignment(get_filter(name).params, assignment, f"filter '{name}'", FilterError)
 
 
 def apply_filter(

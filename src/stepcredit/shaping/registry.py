@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepcredit._params import Param, UsageError, signature_params, split_assignment
+from stepcredit._params import Param, UsageError, bind_params, parse_assignment, signature_params
 from stepcredit.data import Rollouts
 
 __all__ = [
@@ -98,15 +98,7 @@ class TransformSpec:
 
     def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Full parameter dict (defaults filled in), every value checked."""
-        unknown = [k for k in params if k not in self.params]
-        if unknown:
-            valid = ", ".join(p.describe() for p in self.params.values()) or "none"
-            raise ShapingError(f"transform '{self.name}' has no parameter '{unknown[0]}'; its parameters: {valid}")
-        who = f"transform '{self.name}'"
-        return {
-            name: p.check(params[name], who, ShapingError) if name in params else p.default
-            for name, p in self.params.items()
-        }
+        return bind_params(self.params, params, f"transform '{self.name}'", ShapingError)
 
 
 _REGISTRY: dict[str, TransformSpec] = {}
@@ -174,11 +166,7 @@ def list_transforms() -> list[TransformSpec]:
 
 def parse_transform_param(name: str, assignment: str) -> tuple[str, Any]:
     """Parse a command-line ``key=value`` for transform ``name`` into a typed pair."""
-    spec = get_transform(name)
-    key, text = split_assignment(assignment, ShapingError)
-    if key not in spec.params:
-        spec.bind({key: None})  # raises the listing error
-    return key, spec.params[key].parse(text, f"transform '{name}'", ShapingError)
+    return parse_assignment(get_transform(name).params, assignment, f"transform '{name}'", ShapingError)
 
 
 def apply_transform(ro: Rollouts, name: str, /, state: dict[str, Any] | None = None, **params: Any) -> Shaped:
