@@ -3,6 +3,7 @@ credit against the loop oracle, hand-worked cases from the definitions, invarian
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -231,6 +232,30 @@ def test_singleton_step_group_and_all_equal_group():
     c = sc.estimate(sc.Rollouts.from_records(recs), "spa", ridge=0.25, **EXACT)
     assert c.step_advantage[0] == pytest.approx(2.0 / 1.25 / (1 + 1e-6), rel=1e-14)
     assert c.step_advantage[1:].tolist() == [0.0, 0.0]
+
+
+def test_code_variant_near_equal_outcomes_next_to_the_grounding_bonus():
+    # five one-step episodes, outcomes 1 + k·1e-7 with k = [0, 0, 1, 0, 2], grounding 0 (the
+    # last step is grounded: g = 1): c_i = R_i − mean of the others = (5/4)(k_i − 3/5)·1e-7,
+    # r_i = c_i + 0.5, and the advantage is (r_i − mean r) / (std r + ε) = (5/4)(k_i − 3/5)·1e-7
+    # / ((5/4)·std k·1e-7 + 1e-6) with std k = sqrt(3.2/4): [−0.0675, −0.0675, 0.0450,
+    # −0.0675, 0.1574]. The rounded r keeps only ulp(0.5) = 1.1e-16 of c's differences; the
+    # advantage is computed from c's own differences, so it matches the exact value to ~1e-15
+    # (1e-11 would be off by up to ulp(0.5) / (std + ε) = 1e-10 otherwise) and does not depend
+    # on the order of the episodes, whose changes move c by its last bit only.
+    recs = [ep(f"e{i}", 1.0 + k * 1e-7, ["s"], grounding=[0.0]) for i, k in enumerate((0, 0, 1, 0, 2))]
+    ro = sc.Rollouts.from_records(recs)
+    got = sc.estimate(ro, "spa", variant="code").episode_advantage
+    k = np.array([(Fraction(r["outcome"]) - 1) for r in recs])  # exact k·1e-7 as stored
+    c = [5 * (ki - sum(k) / 5) / 4 for ki in k]
+    std = math.sqrt(float(sum(ci * ci for ci in c) / 4))
+    want = [float(ci) / (std + 1e-6) for ci in c]
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(got, ref.spa(recs, variant="code").episode_advantage, rtol=1e-13, atol=1e-15)
+    for perm in itertools.permutations(range(5)):
+        perm = np.array(perm)
+        permuted = sc.estimate(ro.take(perm), "spa", variant="code").episode_advantage
+        np.testing.assert_allclose(permuted, got[perm], rtol=1e-13, atol=1e-15)
 
 
 # ---------------------------------------------------------------------- invariants

@@ -16,8 +16,13 @@ step (R_i alone in its group), computed exactly; the last step's grounding is 1.
 
 Then r_t = c_t + β g_t (g = the ``grounding`` field, 0 when absent); step_return is the
 reward-to-go R_t = r_t + γ R_{t+1}; the advantage is the reward-to-go of r (``norm="none"``) or
-of ñ_t = (r_t − mean) / (std + ε) over all steps of the group (exact Fractions; unbiased std;
-a group of one step: mean 0, std 1). The recursions run in float in the definition's order.
+of ñ_t = (r_t − mean) / (std + ε) over all steps of the group (unbiased std; a group of one
+step: mean 0, std 1). The normalisation is computed exactly (Fractions) from the exact
+r_t = c_t + β g_t, c_t being the exact leave-one-out value with ``variant="code"`` and the given
+float contribution otherwise, not from the float step reward fl(c_t + β g_t): that rounding
+keeps only ulp(0.5) of c's differences next to β g = 0.5, a 1e-9 relative error of a spread of
+1e-7, which the division by the std would carry into the advantage. The recursions run in float
+in the definition's order.
 """
 
 from __future__ import annotations
@@ -129,25 +134,32 @@ def spa(
     """
     grounded = bool(records) and "grounding" in records[0]["steps"][0]
     bound = 0.0
+    exact_c: list[list[Fraction]] | None = None  # the exact contributions where they are not floats
     if contributions is not None:
         c_steps = [list(map(float, contributions[k : k + len(rec["steps"])])) for k, rec in _starts(records)]
     elif variant == "code":
         loo = _loo(records)
         c_steps = [[float(loo[i])] * len(rec["steps"]) for i, rec in enumerate(records)]
+        exact_c = [[loo[i]] * len(rec["steps"]) for i, rec in enumerate(records)]
     else:
         theta, bound = fit(records, features, scope, ridge)
         c_steps = [[theta[feature_key(rec, s, features, scope)] for s in rec["steps"]] for rec in records]
+    if exact_c is None:
+        exact_c = [[Fraction(x) for x in c] for c in c_steps]
 
     rewards: list[list[float]] = []
-    for rec, c in zip(records, c_steps):
+    exact_r: list[list[Fraction]] = []  # c + β g without rounding
+    for rec, c, cx in zip(records, c_steps, exact_c):
         T = len(rec["steps"])
         g = [float(step_field(s, "grounding", 0.0)) for s in rec["steps"]]
         if variant == "code":
             g[T - 1] = 1.0  # the released script grounds the last turn always
         if grounded or variant == "code":
             rewards.append([c[t] + beta * g[t] for t in range(T)])
+            exact_r.append([cx[t] + Fraction(beta) * Fraction(g[t]) for t in range(T)])
         else:
             rewards.append(list(c))
+            exact_r.append(list(cx))
 
     def to_go(x: list[float]) -> list[float]:
         out = [0.0] * len(x)
@@ -165,7 +177,7 @@ def spa(
             for t in range(len(rec["steps"])):
                 groups.setdefault(rec["group_id"], []).append((i, t))
         for members in groups.values():
-            xs = [Fraction(rewards[i][t]) for i, t in members]
+            xs = [exact_r[i][t] for i, t in members]
             if len(xs) == 1:  # one step in the group: mean 0, std 1
                 normed[members[0][0]][members[0][1]] = float(xs[0]) / (1.0 + epsilon)
                 continue

@@ -32,7 +32,7 @@ from stepcredit.estimators.registry import (
     check_unit_interval,
     register,
 )
-from stepcredit.ops import group_centered, group_scale, reverse_discounted_cumsum
+from stepcredit.ops import group_centered, group_centered_sum, group_scale, reverse_discounted_cumsum
 
 __all__ = ["LeastSquaresProgress", "ProgressModel", "feature_keys", "mix_keys", "spa", "spa_credit"]
 
@@ -431,7 +431,14 @@ def _credit(
     ret = reverse_discounted_cumsum(r, off, gamma)
     if norm == "group":
         codes = np.repeat(ro.episode_group, ro.step_counts)
-        cen = group_centered(r, codes, ro.n_groups, "raw")
+        if grounding is not None:
+            # r − mean r from the differences of c and of g, not of the rounded r: c + 0.5 keeps
+            # only ulp(0.5) = 1.1e-16 of c's differences, and with c 1e-7 apart (the "code"
+            # variant's leave-one-out outcomes of near-equal outcomes) the division by the std
+            # (~1e-7 + ε) would turn that rounding into 1e-10 of the advantage
+            cen = group_centered_sum(c, grounding, beta, codes, ro.n_groups, "raw")
+        else:
+            cen = group_centered(r, codes, ro.n_groups, "raw")
         cen /= group_scale(cen, codes, ro.n_groups, epsilon)[codes]
         adv = reverse_discounted_cumsum(cen, off, gamma)
     else:
@@ -524,7 +531,11 @@ def spa(
         ``norm="group"``: ñ_t = (r_t − mean_g r) / (std_g r + ε) over all steps of the group,
         A_t = Σ_{k≥t} γ^{k−t} ñ_k; a group with a single step has mean 0 and std 1 (ñ = r/(1+ε));
         all-equal steps give 0. ``norm="none"``: A_t = Σ_{k≥t} γ^{k−t} r_k.
-    std is unbiased (ddof = 1). ``variant="code"`` (the released WebShop RL data script): every
+    std is unbiased (ddof = 1). r_t − mean_g r is computed from the differences of c and of g
+    within the group (``ops.group_centered_sum``), i.e. from the exact c_t + β g_t, not from the
+    rounded ``step_reward``: with c 1e-7 apart next to β g = 0.5 the rounded sum keeps only
+    ulp(0.5) of c's differences, 1e-9 of the spread, which the division by the std would carry
+    into A. ``variant="code"`` (the released WebShop RL data script): every
     step of episode i gets c_t = R_i − mean_{j≠i in g} R_j (R_i alone in its group), the last
     step's g is 1, the rest as above.
 
