@@ -380,3 +380,23 @@ def test_cli_lists_transforms_and_filters(capsys, registered):
     assert main(["estimators"]) == 0
     out = capsys.readouterr().out
     assert "gated" in out and "drop_first" in out and "gigpo" in out
+
+
+def test_cli_runs_a_built_in_stateful_transform_and_filter_with_a_state_file(tmp_path):
+    """laser_d (adaptive length targets) and replay (memory of successes) through --state: the
+    second run starts from the first run's state, exactly as the Python pipeline does."""
+    state = tmp_path / "state.json"
+    argv = ["advantages", str(EXAMPLE), "--shape", "laser_d", "-p", "laser_d.update_every=1", "-e", "grpo",
+            "--filter", "replay", "--state", str(state), "-q"]
+    pipe = Pipeline.build("grpo", transforms=[("laser_d", {"update_every": 1})], filters=["replay"])
+    ro = sc.read_rollouts(EXAMPLE)
+    want_state = None
+    for run in range(2):
+        out = tmp_path / f"out{run}.jsonl"
+        assert main(argv + ["-o", str(out)]) == 0
+        result = pipe.run(ro, want_state)
+        want_state = result.state
+        assert PipelineState.load(state) == PipelineState.from_json(want_state.to_json())
+        assert [r["advantage"] for r in _rows(out)] == result.credit.step_advantage.tolist()
+    saved = json.loads(state.read_text())["stages"]
+    assert [s["name"] for s in saved] == ["laser_d", "replay"] and saved[0]["state"]["batches"] == 2
