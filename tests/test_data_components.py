@@ -30,8 +30,7 @@ import stepcredit.data.io as sio
 from stepcredit import Rollouts, RolloutsError, hash_keys
 from stepcredit.data import COMPONENT_PREFIX, KEY_COLUMNS, MissingColumnError
 from stepcredit.data.io import _read_jsonl_precise
-from stepcredit.pipeline import _episode_fields
-from tests.strategies import COMPONENT_NAMES, REFERENCES, rollout_records
+from strategies import COMPONENT_NAMES, REFERENCES, rollout_records
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "rollouts.jsonl"
 
@@ -144,7 +143,7 @@ def test_components_in_memory():
         with pytest.raises(ValueError):
             arr[0] = 1.0
     assert "episode_fields=['rewards.correct', 'rewards.format']" in repr(ro)
-    assert _episode_fields(ro) == ("rewards.correct", "rewards.format")
+    assert ro.episode_fields == ("rewards.correct", "rewards.format")
 
 
 def test_round_trip_every_route(tmp_path):
@@ -652,3 +651,32 @@ def test_example_file_reads_as_before():
     assert_same(ro, Rollouts.from_records(recs), "records")
     for k in ("state", "action", "node"):
         np.testing.assert_array_equal(ro.keys[k], hash_keys([s[k] for r in recs for s in r["steps"]]))
+
+
+# ---------------------------------------------------------------------- concat
+@settings(max_examples=60, deadline=None)
+@given(records=rollout_records(components=True, extra=True), data=st.data())
+def test_concat_of_parts_is_the_whole(records, data):
+    ro = sc.Rollouts.from_records(records)
+    cut = data.draw(st.integers(0, ro.n_episodes))
+    parts = [ro.take(np.arange(cut)), ro.take(np.arange(cut, ro.n_episodes))]
+    parts = [p for p in parts if p.n_episodes] or [ro]
+    assert sc.Rollouts.concat(parts).equals(ro)
+
+
+def test_concat_refuses_parts_that_do_not_fit():
+    a = sc.Rollouts.from_records([{"episode_id": "a", "group_id": "g", "outcome": 1.0, "steps": [{"state": "s"}]}])
+    b = sc.Rollouts.from_records([{"episode_id": "b", "group_id": "g", "outcome": 0.0, "steps": [{"state": 3}]}])
+    c = sc.Rollouts.from_records([{"episode_id": "c", "group_id": "g", "outcome": 0.0, "steps": [{"value": 1.0}]}])
+    d = sc.Rollouts.from_records([{"episode_id": "a", "group_id": "h", "outcome": 0.0, "steps": [{"state": "t"}],
+                                   "meta": {"x": 1}}])
+    with pytest.raises(ValueError, match="'state' is int64"):
+        sc.Rollouts.concat([a, b])
+    with pytest.raises(ValueError, match="step columns \[.value.\], part 0 has \[\]"):
+        sc.Rollouts.concat([a, c])
+    with pytest.raises(ValueError, match="more than one part"):
+        sc.Rollouts.concat([a, d])
+    e = sc.Rollouts.from_records([{"episode_id": "e", "group_id": "h", "outcome": 0.0, "steps": [{"state": "t"}],
+                                   "meta": {"x": 1}}])
+    both = sc.Rollouts.concat([a, e])
+    assert both.to_records()[0].get("meta") is None and both.to_records()[1]["meta"] == {"x": 1}

@@ -360,6 +360,55 @@ class Rollouts:
             episode_columns={k: v[idx] for k, v in self.episode_columns.items()},
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence[Rollouts]) -> Rollouts:
+        """The episodes of ``parts``, in order, as one Rollouts (no revalidation of the values).
+
+        Every part must have the same step fields (key columns of the same kind: strings or
+        integers) and the same reward components; episode ids must stay unique. ``reward`` may
+        be absent from some parts (absent = 0, as in a file); ``meta`` is kept (null for the
+        episodes of a part without it).
+
+        Raises:
+            ValueError: the parts do not fit together (naming what differs) or an id repeats.
+        """
+        if not parts:
+            raise ValueError("concat needs at least one Rollouts")
+        if any("reward" in p.columns for p in parts):
+            parts = [p if "reward" in p.columns else p.replace_columns(reward=np.zeros(p.n_steps)) for p in parts]
+        first = parts[0]
+        for i, p in enumerate(parts[1:], 1):
+            for what, a, b in (
+                ("step columns", set(first.columns), set(p.columns)),
+                ("key columns", set(first.keys), set(p.keys)),
+                ("reward components", set(first.episode_columns), set(p.episode_columns)),
+            ):
+                if a != b:
+                    raise ValueError(f"concat: part {i} has {what} {sorted(b)}, part 0 has {sorted(a)}")
+            for k, v in p.key_values.items():
+                if v.type != first.key_values[k].type:
+                    raise ValueError(f"concat: part {i}'s '{k}' is {v.type}, part 0's is {first.key_values[k].type}")
+        eid = pa.concat_arrays([p.episode_id for p in parts])
+        if len(pc.unique(eid)) != len(eid):
+            raise ValueError("concat: an episode_id appears in more than one part")
+        offsets = np.concatenate(
+            [[0]] + [p.episode_offsets[1:] + s for p, s in zip(parts, np.cumsum([0] + [p.n_steps for p in parts[:-1]]))]
+        )
+        meta = None
+        if any(p.meta is not None for p in parts):
+            meta = pa.concat_arrays([p.meta if p.meta is not None else pa.nulls(p.n_episodes, pa.string()) for p in parts])
+        return cls(
+            episode_id=eid,
+            group_id=pa.concat_arrays([p.group_id for p in parts]),
+            outcome=np.concatenate([p.outcome for p in parts]),
+            episode_offsets=offsets,
+            columns={k: np.concatenate([p.columns[k] for p in parts]) for k in first.columns},
+            keys={k: np.concatenate([p.keys[k] for p in parts]) for k in first.keys},
+            key_values={k: pa.concat_arrays([p.key_values[k] for p in parts]) for k in first.key_values},
+            meta=meta,
+            episode_columns={k: np.concatenate([p.episode_columns[k] for p in parts]) for k in first.episode_columns},
+        )
+
     def replace_columns(self, **columns: np.ndarray | None) -> Rollouts:
         """A new Rollouts with numeric step columns replaced, added, or (``None``) removed."""
         cols = dict(self.columns)

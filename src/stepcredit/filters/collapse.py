@@ -213,9 +213,9 @@ def replay(
     skipped and counted in ``incompatible``.
 
     Place ``replay`` before ``zero_variance`` in a pipeline: groups it repairs are no longer
-    collapsed, and groups it cannot repair are then dropped. The extended batch is built from
-    records (``Rollouts.from_records``, validated again), which costs Python time proportional
-    to the batch, only on batches where something is inserted.
+    collapsed, and groups it cannot repair are then dropped. The inserted episodes are validated
+    from their records (``Rollouts.from_records``) and appended to the batch's arrays
+    (``Rollouts.concat``): the cost grows with the episodes inserted, not with the batch.
 
     Args:
         ro: rollouts (reads the outcome and the groups; remembers whole records).
@@ -324,7 +324,7 @@ def replay(
     weight = active.astype(np.float64)
     out_ro = None
     if added:
-        out_ro = Rollouts.from_records(ro.to_records() + added, source="<replay>")
+        out_ro = Rollouts.concat([ro, Rollouts.from_records(added, source="<replay>")])
         weight = np.concatenate([weight, np.full(len(added), float(replay_weight))])
     diagnostics = {
         "inserted": len(added),
