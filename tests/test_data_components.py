@@ -672,7 +672,7 @@ def test_concat_refuses_parts_that_do_not_fit():
                                    "meta": {"x": 1}}])
     with pytest.raises(ValueError, match="'state' is int64"):
         sc.Rollouts.concat([a, b])
-    with pytest.raises(ValueError, match="step columns \[.value.\], part 0 has \[\]"):
+    with pytest.raises(ValueError, match=r"step columns \[.value.\], part 0 has \[\]"):
         sc.Rollouts.concat([a, c])
     with pytest.raises(ValueError, match="more than one part"):
         sc.Rollouts.concat([a, d])
