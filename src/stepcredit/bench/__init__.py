@@ -1,0 +1,1 @@
+"""The benchmark: a matrix of (environment, method, seed) training runs and its statistics."""
