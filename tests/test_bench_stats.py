@@ -57,3 +57,9 @@ def test_bootstrap_interval_narrows_with_more_runs():
     w_small = np.subtract(*bootstrap_ci(small)[::-1])
     w_big = np.subtract(*bootstrap_ci(big)[::-1])
     assert w_big < w_small
+
+
+def test_a_trailing_mean_equal_to_the_target_reaches_it():
+    # found by the trainer's author: (0.5 + 0.9) - 0.5 is not 0.9 in float, a direct mean is
+    assert episodes_to_target([10, 20], [0.5, 0.9], 0.9, window=1) == 20
+    assert episodes_to_target([10, 20, 30], [0.3, 0.9, 0.9], 0.9, window=2) == 30

@@ -5,6 +5,8 @@
     stepcredit estimators [--family F] [--params]      # estimators, then transforms and filters
     stepcredit transforms [--params]
     stepcredit filters [--params]
+    stepcredit bench [--env E ...] [-e ESTIMATOR ...] [--pipeline FILE ...] [--seeds N] [--budget EPISODES] [--out DIR]
+    stepcredit report RUN_DIR
 
 Exit status: 0 on success; 1 for a bad or unreadable input file (the one-line message names
 the file, record and field); 2 for bad usage (unknown estimator, transform or filter, bad
@@ -109,6 +111,9 @@ def _build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--params", action="store_true", help="also list every parameter with its default")
         cmd.set_defaults(func=_cmd_transforms if kind == "transforms" else _cmd_filters)
+    from stepcredit.bench.cli import add_parsers  # the benchmark's commands
+
+    add_parsers(sub)
     return parser
 
 

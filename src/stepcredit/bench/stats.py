@@ -7,15 +7,10 @@ percentile bootstrap 95% confidence interval: B resamples of m values drawn with
 the 2.5% and 97.5% quantiles of their means (Efron & Tibshirani 1993). The resampling uses a
 fixed seed, so a table is reproducible.
 
-Per-run statistics:
-
-* ``episodes_to_target``: the first n_k at which the success rate, averaged over the last
-  ``window`` iterations (fewer at the start), reaches the target; a run that never reaches it
-  is *censored* at its budget: its value is the budget and the cell says how many runs reached
-  the target ("a lower bound" when some did not);
-* ``final_success``: the mean success rate over the last ``window`` iterations;
-* ``auc``: the area under the learning curve per episode, Σ_k s_k (n_k − n_{k−1}) / n_K, in
-  [0, 1] (1 = success from the first episode).
+Per-run statistics (``stepcredit.train.curves``): episodes to the target success rate,
+final success, area under the learning curve. A run that never reaches the target is
+*censored* at its budget: its value is the budget and the cell says how many runs reached the
+target ("a lower bound" when some did not).
 """
 
 from __future__ import annotations
@@ -26,49 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stepcredit.train.curves import auc, episodes_to_target, final_success
+
 __all__ = ["Summary", "auc", "bootstrap_ci", "episodes_to_target", "final_success", "summarize"]
-
-
-def _smoothed(success: Sequence[float], window: int) -> np.ndarray:
-    s = np.asarray(success, dtype=np.float64)
-    c = np.concatenate([[0.0], np.cumsum(s)])
-    k = np.arange(1, s.size + 1)
-    lo = np.maximum(0, k - window)
-    return (c[k] - c[lo]) / (k - lo)
-
-
-def episodes_to_target(episodes: Sequence[int], success: Sequence[float], target: float, window: int = 3) -> float:
-    """The episodes at the first iteration whose trailing-``window`` mean success is >= target,
-    or ``math.inf`` when no iteration reaches it.
-
-    Args:
-        episodes: [K] cumulative episodes after each iteration (increasing).
-        success: [K] success rate of each iteration's episodes.
-        target: the success rate to reach, in (0, 1].
-        window: iterations averaged (>= 1).
-    """
-    if len(episodes) != len(success):
-        raise ValueError("episodes and success must have the same length")
-    if not len(success):
-        return math.inf
-    hit = np.flatnonzero(_smoothed(success, window) >= target)
-    return float(episodes[int(hit[0])]) if hit.size else math.inf
-
-
-def final_success(success: Sequence[float], window: int = 3) -> float:
-    """Mean success rate over the last ``window`` iterations (0 for an empty curve)."""
-    s = np.asarray(success, dtype=np.float64)
-    return float(s[-window:].mean()) if s.size else 0.0
-
-
-def auc(episodes: Sequence[int], success: Sequence[float]) -> float:
-    """Area under the success curve per episode: Σ_k s_k (n_k − n_{k−1}) / n_K, in [0, 1]."""
-    n = np.asarray(episodes, dtype=np.float64)
-    s = np.asarray(success, dtype=np.float64)
-    if not n.size or n[-1] <= 0:
-        return 0.0
-    widths = np.diff(np.concatenate([[0.0], n]))
-    return float(np.dot(s, widths) / n[-1])
 
 
 def bootstrap_ci(values: Sequence[float], level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:

@@ -1,0 +1,345 @@
+"""The benchmark matrix: (environment, method, seed) training runs, resumable, and their table.
+
+    cfg = BenchConfig(envs=("lock_chain",), methods=("grpo", "gigpo"), seeds=5, budget=1500)
+    result = run_bench(cfg, "runs/demo", progress=...)     # skips finished runs, resumes the rest
+    print(result.table_markdown())
+
+Layout of the output directory::
+
+    OUT/bench.json                              the BenchConfig (a rerun must use the same one)
+    OUT/runs/ENV/METHOD/seedN/                  one training run (stepcredit.train: config.json,
+                                                metrics.jsonl, checkpoint.npz, done.json when finished)
+    OUT/results.json, results.md, results.csv   the table (per cell: episodes to the target
+                                                success rate, final success, AUC, each a mean with
+                                                a bootstrap 95% CI over seeds, and the ratio to GRPO)
+    OUT/curves_ENV.png                          learning curves (when matplotlib is installed)
+
+A *method* is an estimator name (``grpo``) or a pipeline file (``path/to/pipe.toml``, named by
+its stem). A run is finished when its ``done.json`` exists; an interrupted run resumes from its
+last checkpoint (the trainer guarantees the same final metrics as an uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stepcredit._params import UsageError
+from stepcredit.bench.stats import Summary, auc, episodes_to_target, final_success, summarize
+from stepcredit.data.io import atomic_path
+from stepcredit.pipeline import Pipeline
+
+__all__ = ["BenchConfig", "BenchError", "BenchResult", "RunSpec", "collect_results", "plan_runs", "run_bench", "run_one"]
+
+
+class BenchError(UsageError):
+    """A bad benchmark configuration or an output directory of another benchmark."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The benchmark matrix: every environment × method × seed is one training run."""
+
+    envs: tuple[str, ...] = ("lock_chain", "keydoor")
+    """Environment names (``stepcredit.envs``; ``gym:ENV_ID`` for gymnasium)."""
+    env_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per environment name, its keyword parameters (difficulty knobs)."""
+    methods: tuple[str, ...] = ("grpo", "rloo", "gigpo", "salt")
+    """Estimator names, or paths of pipeline TOML files (named by their stem)."""
+    seeds: int = 5
+    """Training seeds per cell (0..seeds-1)."""
+    budget: int = 1500
+    """Episodes per run."""
+    policy: str = "tabular"
+    """Policy kind (``stepcredit.policies``)."""
+    group_size: int = 8
+    """Episodes per task instance (G)."""
+    target: float = 0.8
+    """The success rate a run must reach (episodes-to-target)."""
+    window: int = 3
+    """Iterations averaged for episodes-to-target and final success."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["envs"], d["methods"] = list(self.envs), list(self.methods)
+        d["env_kwargs"] = {k: dict(v) for k, v in self.env_kwargs.items()}
+        return d
+
+    def check(self) -> None:
+        if not self.envs or not self.methods:
+            raise BenchError("give at least one environment and one method")
+        if self.seeds < 1 or self.budget < 1 or self.group_size < 1:
+            raise BenchError(f"seeds={self.seeds}, budget={self.budget} and group_size={self.group_size} must be >= 1")
+        if not 0 < self.target <= 1:
+            raise BenchError(f"target={self.target} must lie in (0, 1]")
+        for m in self.methods:
+            method_pipeline(m)  # raises for unknown estimators or bad pipeline files
+
+
+def method_name(method: str) -> str:
+    """The display name of a method: the estimator, or a pipeline file's stem."""
+    return Path(method).stem if method.endswith(".toml") else method
+
+
+def method_pipeline(method: str) -> Pipeline:
+    """The pipeline of a method (an estimator with its defaults, or a pipeline file)."""
+    if method.endswith(".toml"):
+        return Pipeline.load(method)
+    return Pipeline.build(method)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the matrix."""
+
+    env: str
+    method: str
+    seed: int
+
+    def directory(self, out: Path) -> Path:
+        env_dir = self.env.replace(":", "_").replace("/", "_")
+        return out / "runs" / env_dir / method_name(self.method) / f"seed{self.seed}"
+
+
+def plan_runs(cfg: BenchConfig) -> list[RunSpec]:
+    """Every run of the matrix, environments outermost, seeds innermost."""
+    return [RunSpec(e, m, s) for e in cfg.envs for m in cfg.methods for s in range(cfg.seeds)]
+
+
+def _train_config(cfg: BenchConfig, run: RunSpec):
+    from stepcredit.train import TrainConfig  # the trainer pulls in the policies: import on use
+
+    pipe = method_pipeline(run.method)
+    return TrainConfig(
+        env=run.env,
+        env_kwargs=dict(cfg.env_kwargs.get(run.env, {})),
+        estimator=pipe.estimator.name,
+        pipeline=pipe,
+        policy=cfg.policy,
+        group_size=cfg.group_size,
+        budget=cfg.budget,
+        seed=run.seed,
+        target=cfg.target,
+    )
+
+
+def run_one(cfg: BenchConfig, run: RunSpec, out: Path, progress: Callable[[Mapping[str, Any]], None] | None = None) -> Path:
+    """Train one run (resuming from its checkpoint) and mark it done; returns its directory."""
+    from stepcredit.train import train
+
+    d = run.directory(out)
+    if (d / "done.json").exists():
+        return d
+    result = train(_train_config(cfg, run), d, progress=progress)
+    if result.completed:
+        with atomic_path(d / "done.json") as tmp:
+            Path(tmp).write_text(json.dumps({"env": run.env, "method": run.method, "seed": run.seed}) + "\n")
+    return d
+
+
+def _write_config(cfg: BenchConfig, out: Path) -> None:
+    path = out / "bench.json"
+    want = cfg.to_dict()
+    if path.exists():
+        have = json.loads(path.read_text())
+        if have != want:
+            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            raise BenchError(
+                f"{out} holds a benchmark with another configuration (differs in: {', '.join(diff)}); "
+                "use another --out directory, or the same options to resume it"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(want, indent=1) + "\n")
+
+
+def _read_metrics(d: Path) -> list[dict[str, Any]]:
+    path = d / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The summaries of one (environment, method) cell over its seeds."""
+
+    env: str
+    method: str
+    episodes_to_target: Summary
+    final_success: Summary
+    auc: Summary
+    ratio_to_grpo: float | None
+
+
+@dataclass(frozen=True, eq=False)
+class BenchResult:
+    """The table of a benchmark directory (see :func:`collect_results`)."""
+
+    config: BenchConfig
+    cells: tuple[Cell, ...]
+    curves: Mapping[tuple[str, str], list[tuple[list[int], list[float]]]]
+    missing: int
+
+    HEADER = ("env", "method", "episodes to target (mean [95% CI])", "ratio to grpo", "final success", "AUC")
+
+    def rows(self) -> list[list[str]]:
+        out = []
+        for c in self.cells:
+            ratio = "-" if c.ratio_to_grpo is None else f"{c.ratio_to_grpo:.2f}"
+            out.append([c.env, method_name(c.method), c.episodes_to_target.format(integer=True), ratio,
+                        c.final_success.format(), c.auc.format()])
+        return out
+
+    def table_markdown(self) -> str:
+        lines = ["| " + " | ".join(self.HEADER) + " |", "|" + "---|" * len(self.HEADER)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows()]
+        return "\n".join(lines)
+
+    def write(self, out: Path) -> None:
+        """results.json / .md / .csv (atomically) and, with matplotlib, curves_ENV.png."""
+        data = {
+            "config": self.config.to_dict(),
+            "missing_runs": self.missing,
+            "cells": [
+                {"env": c.env, "method": c.method,
+                 **{name: asdict(getattr(c, name)) for name in ("episodes_to_target", "final_success", "auc")},
+                 "ratio_to_grpo": c.ratio_to_grpo}
+                for c in self.cells
+            ],
+        }
+        with atomic_path(out / "results.json") as tmp:
+            Path(tmp).write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
+        note = (f"\n\n{self.missing} run(s) unfinished: rerun the same command to finish them.\n" if self.missing else "\n")
+        with atomic_path(out / "results.md") as tmp:
+            Path(tmp).write_text(self.table_markdown() + note)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(self.HEADER)
+        w.writerows(self.rows())
+        with atomic_path(out / "results.csv") as tmp:
+            Path(tmp).write_text(buf.getvalue())
+        plot_curves(self, out)
+
+
+def collect_results(cfg: BenchConfig, out: Path) -> BenchResult:
+    """Summaries of every cell from the runs' metrics files (unfinished runs are left out and
+    counted in ``missing``). The ratio to GRPO divides a cell's mean episodes-to-target by
+    GRPO's in the same environment (when grpo is one of the methods)."""
+    cells: list[Cell] = []
+    curves: dict[tuple[str, str], list[tuple[list[int], list[float]]]] = {}
+    missing = 0
+    for env in cfg.envs:
+        stats: dict[str, tuple[Summary, Summary, Summary]] = {}
+        for method in cfg.methods:
+            ett, fin, area, cv = [], [], [], []
+            for seed in range(cfg.seeds):
+                d = RunSpec(env, method, seed).directory(out)
+                if not (d / "done.json").exists():
+                    missing += 1
+                    continue
+                m = _read_metrics(d)
+                eps = [int(r["episodes"]) for r in m]
+                succ = [float(r["success_rate"]) for r in m]
+                ett.append(episodes_to_target(eps, succ, cfg.target, cfg.window))
+                fin.append(final_success(succ, cfg.window))
+                area.append(auc(eps, succ))
+                cv.append((eps, succ))
+            curves[(env, method)] = cv
+            stats[method] = (summarize(ett, budget=cfg.budget), summarize(fin), summarize(area))
+        base = stats.get("grpo", (None,))[0]
+        for method, (s_ett, s_fin, s_auc) in stats.items():
+            ratio = None
+            if base is not None and base.n and s_ett.n and base.mean > 0:
+                ratio = s_ett.mean / base.mean
+            cells.append(Cell(env, method, s_ett, s_fin, s_auc, ratio))
+    return BenchResult(cfg, tuple(cells), curves, missing)
+
+
+def plot_curves(result: BenchResult, out: Path) -> list[Path]:
+    """One PNG per environment: mean success rate against episodes, one line per method (runs
+    interpolated on a common grid, band = min..max over seeds). Needs matplotlib; without it,
+    nothing is drawn and an empty list is returned."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+    except ImportError:
+        return []
+    paths = []
+    for env in result.config.envs:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+        for method in result.config.methods:
+            runs = result.curves.get((env, method), [])
+            if not runs:
+                continue
+            grid = np.linspace(0, result.config.budget, 60)
+            ys = np.array([np.interp(grid, e, s, left=0.0) for e, s in runs if e])
+            if not ys.size:
+                continue
+            ax.plot(grid, ys.mean(axis=0), label=method_name(method))
+            ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.15)
+        ax.axhline(result.config.target, color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="episodes", ylabel="success rate", title=env, ylim=(0, 1.02))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"curves_{env.replace(':', '_').replace('/', '_')}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def run_bench(
+    cfg: BenchConfig,
+    out: str | os.PathLike,
+    *,
+    workers: int = 1,
+    on_run: Callable[[RunSpec, str], None] | None = None,
+    progress: Callable[[RunSpec, Mapping[str, Any]], None] | None = None,
+) -> BenchResult:
+    """Run every unfinished run of the matrix (``workers`` processes), then write the table.
+
+    ``on_run(run, status)`` is called with "skipped" (already done), "started" and "done";
+    ``progress(run, metrics)`` after each training iteration (in-process runs only).
+    """
+    cfg.check()
+    out = Path(out)
+    _write_config(cfg, out)
+    runs = plan_runs(cfg)
+    todo = [r for r in runs if not (r.directory(out) / "done.json").exists()]
+    for r in runs:
+        if r not in todo and on_run:
+            on_run(r, "skipped")
+    if workers <= 1:
+        for r in todo:
+            if on_run:
+                on_run(r, "started")
+            run_one(cfg, r, out, progress=(lambda m, r=r: progress(r, m)) if progress else None)
+            if on_run:
+                on_run(r, "done")
+    else:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(run_one, cfg, r, out): r for r in todo}
+            for r in todo:
+                if on_run:
+                    on_run(r, "started")
+            for fut in as_completed(futures):
+                fut.result()
+                if on_run:
+                    on_run(futures[fut], "done")
+    result = collect_results(cfg, out)
+    result.write(out)
+    return result

@@ -1,0 +1,492 @@
+"""The trainer: group rollouts -> credit from a pipeline -> clipped policy-gradient update.
+
+One iteration, top to bottom (docs/train.md has the long version):
+
+1. **Collect** (``rollout.collect``): draw ``tasks_per_iter`` task seeds, play ``group_size``
+   episodes of each with the current policy, recording per step the state key, the action, the
+   reward and the behaviour log-probability log π_old(a|s).
+2. **Credit**: ``pipeline.run(rollouts, state)`` (transforms -> estimator -> filters) gives a
+   step advantage A_t for every step and an episode weight w_i (0 = the filters dropped the
+   episode: no gradient).
+3. **Update**: ``ppo_epochs`` full-batch gradient-ascent steps on PPO's clipped surrogate
+
+       L(θ) = (1/S) Σ_t w_{i(t)} min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t) − β · (1/S) Σ_t KL(π_θ(·|s_t) ‖ π₀(·|s_t)),
+       ρ_t = π_θ(a_t|s_t) / π_old(a_t|s_t),
+
+   whose gradient is Σ_t c_t ∇ log π_θ(a_t|s_t) with c_t = w A_t ρ_t / S where the clip is
+   inactive and 0 where it is active (:func:`clipped_surrogate_coef`); the policy applies it
+   (``policy.ascend``). π₀ is the initial policy (β = ``kl_coef``, 0 by default).
+4. **Metrics** appended to ``metrics.jsonl``; every ``checkpoint_every`` iterations (and after
+   the last) a checkpoint.
+
+Determinism: all randomness comes from two generators seeded from ``seed`` (task draws and
+action draws), so the same config gives the same metrics (apart from the wall-clock fields).
+Checkpoint/resume: ``train`` on a directory holding a checkpoint continues from it; the
+checkpoint holds the policy table, both generators' states, the pipeline state and the
+counters, so a run killed at any point and restarted ends with the same metrics as a run that
+never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from stepcredit._params import UsageError
+from stepcredit.train.curves import episodes_to_target as _episodes_to_target
+from stepcredit.data.io import atomic_path
+from stepcredit.envs import make_env
+from stepcredit.pipeline import Pipeline, PipelineState
+from stepcredit.policies import TabularPolicy
+from stepcredit.train.rollout import CollectedBatch, collect
+
+__all__ = [
+    "CHECKPOINT",
+    "METRICS",
+    "WALL_CLOCK_FIELDS",
+    "TrainConfig",
+    "TrainError",
+    "TrainResult",
+    "clipped_surrogate_coef",
+    "episodes_to_target",
+    "iteration_metrics",
+    "ppo_update",
+    "train",
+]
+
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.npz"
+CONFIG = "config.json"
+#: metrics fields that measure wall-clock time (the only ones that differ between equal runs)
+WALL_CLOCK_FIELDS = ("wall_s", "elapsed_s")
+_CHECKPOINT_VERSION = 1
+_ZERO = 1e-9  # |A| at or below this counts as a zero advantage
+#: config fields that do not change any iteration's result: a checkpoint resumes under new values
+#: (a larger budget extends a run to exactly the run that had that budget from the start)
+_FREE_FIELDS = ("budget", "checkpoint_every", "target")
+
+
+class TrainError(UsageError):
+    """An invalid training configuration, or an output directory that does not fit it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (the output directory aside)."""
+
+    env: str = "lock_chain"
+    """Registered environment name (``stepcredit.envs.list_envs()``) or ``gym:ENV_ID``."""
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """The environment's keyword parameters (difficulty knobs), checked against its signature."""
+    estimator: str = "grpo"
+    """Credit estimator, used when ``pipeline`` is None (``stepcredit estimators`` lists them)."""
+    estimator_params: Mapping[str, Any] = field(default_factory=dict)
+    """The estimator's keyword parameters (paper defaults where absent)."""
+    pipeline: Pipeline | None = None
+    """A full credit pipeline (transforms -> estimator -> filters); overrides ``estimator``."""
+    policy: Literal["tabular"] = "tabular"
+    """The policy: ``tabular`` (a softmax over each state's valid actions, one logit per pair)."""
+    group_size: int = 8
+    """G, episodes per task instance (the group of the group baselines)."""
+    tasks_per_iter: int = 8
+    """Task instances (groups) per iteration; an iteration plays tasks_per_iter · G episodes."""
+    task_pool: int = 1
+    """Distinct task instances trained on, their seeds drawn once from ``seed``; each iteration
+    draws its tasks from the pool (without replacement when the pool is large enough). 0 = a
+    fresh instance for every group (generalisation; a tabular policy keyed on states that do
+    not name the instance cannot learn that)."""
+    budget: int = 2000
+    """Episodes to train for; the run has ceil(budget / (tasks_per_iter · G)) iterations."""
+    lr: float = 1.0
+    """Step size of the gradient ascent on the policy parameters (tabular: the logits)."""
+    ppo_epochs: int = 4
+    """Full-batch update steps per iteration on the same rollouts."""
+    clip: float = 0.2
+    """PPO's clip ε of the ratio π/π_old."""
+    kl_coef: float = 0.0
+    """β of the KL penalty to the initial policy (0 = none)."""
+    seed: int = 0
+    """Seeds the task pool, the task draws and the action draws."""
+    target: float = 0.8
+    """Success rate for ``episodes_to_target`` (trailing mean over 3 iterations)."""
+    checkpoint_every: int = 10
+    """Write a checkpoint every this many iterations (and after the last one)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "env_kwargs", dict(self.env_kwargs))
+        object.__setattr__(self, "estimator_params", dict(self.estimator_params))
+        checks = [
+            ("group_size", self.group_size >= 1, ">= 1"),
+            ("tasks_per_iter", self.tasks_per_iter >= 1, ">= 1"),
+            ("task_pool", self.task_pool >= 0, ">= 0"),
+            ("budget", self.budget >= 1, ">= 1"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "> 0"),
+            ("ppo_epochs", self.ppo_epochs >= 1, ">= 1"),
+            ("clip", math.isfinite(self.clip) and self.clip > 0, "> 0"),
+            ("kl_coef", math.isfinite(self.kl_coef) and self.kl_coef >= 0, ">= 0"),
+            ("target", 0 < self.target <= 1, "in (0, 1]"),
+            ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise TrainError(f"train config: {name}={getattr(self, name)!r} must be {rule}")
+        if self.policy != "tabular":
+            raise TrainError(f"train config: policy={self.policy!r} is unknown; valid policies: tabular")
+        if self.pipeline is not None and self.estimator_params:
+            raise TrainError("train config: give estimator_params or a pipeline, not both (put the parameters in the pipeline)")
+
+    @property
+    def episodes_per_iter(self) -> int:
+        """tasks_per_iter · G."""
+        return self.tasks_per_iter * self.group_size
+
+    @property
+    def iterations(self) -> int:
+        """ceil(budget / episodes_per_iter)."""
+        return -(-self.budget // self.episodes_per_iter)
+
+    def build_pipeline(self) -> Pipeline:
+        """``pipeline``, or the estimator with its parameters as a one-stage pipeline."""
+        return self.pipeline if self.pipeline is not None else Pipeline.build(self.estimator, params=self.estimator_params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (the pipeline as ``Pipeline.to_dict``)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["env_kwargs"] = dict(self.env_kwargs)
+        d["estimator_params"] = dict(self.estimator_params)
+        d["pipeline"] = None if self.pipeline is None else self.pipeline.to_dict()
+        return json.loads(json.dumps(d, allow_nan=False))
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        config: the run's configuration.
+        out_dir: where metrics, config and checkpoint are.
+        metrics: one dict per iteration done so far (the lines of ``metrics.jsonl``).
+        policy: the trained policy.
+        completed: all ``config.iterations`` done (False when ``stop_after`` stopped it).
+        resumed_from: iterations already done when this call started (0 = a fresh run).
+    """
+
+    config: TrainConfig
+    out_dir: Path
+    metrics: tuple[Mapping[str, Any], ...]
+    policy: TabularPolicy
+    completed: bool
+    resumed_from: int
+
+    @property
+    def episodes(self) -> int:
+        """Episodes played so far."""
+        return int(self.metrics[-1]["episodes"]) if self.metrics else 0
+
+    @property
+    def final_success(self) -> float:
+        """Success rate of the last iteration (0 before any)."""
+        return float(self.metrics[-1]["success_rate"]) if self.metrics else 0.0
+
+    @property
+    def episodes_to_target(self) -> float:
+        """:func:`episodes_to_target` at ``config.target`` (``inf`` when not reached)."""
+        return episodes_to_target(self.metrics, self.config.target)
+
+
+def episodes_to_target(metrics: Sequence[Mapping[str, Any]], target: float, window: int = 3) -> float:
+    """Episodes played when the success rate first reaches ``target``.
+
+    The success rate is smoothed by a trailing mean over the last ``window`` iterations (fewer
+    at the start); the result is the cumulative ``episodes`` of the first iteration whose
+    smoothed rate is >= target, or ``math.inf`` when none is (the bench censors it at the
+    budget). ``stepcredit.train.curves.episodes_to_target`` on the metrics' columns.
+
+    Args:
+        metrics: [K] iteration metrics (``episodes``, ``success_rate``), in order.
+        target: the success rate, in (0, 1].
+        window: iterations averaged, >= 1.
+    """
+    return _episodes_to_target([m["episodes"] for m in metrics], [m["success_rate"] for m in metrics], target, window)
+
+
+def clipped_surrogate_coef(
+    log_prob: np.ndarray, old_log_prob: np.ndarray, advantage: np.ndarray, weight: np.ndarray, clip: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step coefficients c_t with ∇L = Σ_t c_t ∇ log π(a_t|s_t) for PPO's clipped surrogate.
+
+        L = (1/S) Σ_t w_t min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t),  ρ_t = exp(log π_t − log π_old,t)
+        c_t = w_t ρ_t A_t / S, or 0 where the clip is active: A_t > 0 and ρ_t > 1+ε, or
+        A_t < 0 and ρ_t < 1−ε (there the min is the constant clipped term).
+
+    Args:
+        log_prob: [S] log π_θ(a_t|s_t) under the current parameters.
+        old_log_prob: [S] log π_old(a_t|s_t) of the behaviour policy.
+        advantage: [S] A_t.
+        weight: [S] w_t >= 0 (the episode weight of the step's episode).
+        clip: ε > 0.
+
+    Returns:
+        ([S] c_t, [S] bool clip active).
+
+    Reference: Proximal Policy Optimization Algorithms (Schulman et al., 2017, arXiv:1707.06347), Eq. 7.
+    """
+    ratio = np.exp(np.asarray(log_prob, dtype=np.float64) - old_log_prob)
+    a = np.asarray(advantage, dtype=np.float64)
+    clipped = ((a > 0) & (ratio > 1.0 + clip)) | ((a < 0) & (ratio < 1.0 - clip))
+    S = max(a.size, 1)
+    return np.where(clipped, 0.0, weight * ratio * a / S), clipped
+
+
+def ppo_update(
+    policy: TabularPolicy,
+    entries: np.ndarray,
+    old_log_prob: np.ndarray,
+    advantage: np.ndarray,
+    weight: np.ndarray,
+    *,
+    lr: float,
+    clip: float,
+    epochs: int,
+    kl_coef: float = 0.0,
+) -> float:
+    """``epochs`` full-batch ascent steps on the clipped surrogate (minus β·KL to the initial policy).
+
+    Each epoch recomputes log π_θ of the stored steps, the coefficients of
+    :func:`clipped_surrogate_coef`, and calls ``policy.ascend``. All advantages 0 (or all
+    weights 0) and β = 0 leave the policy unchanged.
+
+    Args:
+        policy: the policy to update in place.
+        entries: [S] the steps' (state, action) entries in the policy's table.
+        old_log_prob: [S] behaviour log-probabilities.
+        advantage: [S] step advantages.
+        weight: [S] step weights (the episode weight of each step's episode).
+        lr, clip, epochs, kl_coef: step size, ε, epochs, β.
+
+    Returns:
+        The share of steps whose clip was active, averaged over the epochs.
+    """
+    frac = 0.0
+    for _ in range(epochs):
+        coef, clipped = clipped_surrogate_coef(policy.log_prob(entries), old_log_prob, advantage, weight, clip)
+        policy.ascend(entries, coef, lr, kl_coef)
+        frac += float(clipped.mean()) / epochs if clipped.size else 0.0
+    return frac
+
+
+def iteration_metrics(batch: CollectedBatch, advantage: np.ndarray, episode_weight: np.ndarray | None) -> dict[str, float]:
+    """Statistics of one iteration's rollouts and credit.
+
+    Args:
+        batch: the collected rollouts (E episodes, S steps).
+        advantage: [S'] step advantages of the credit (S' > S when a filter added episodes).
+        episode_weight: [E'] weights of the credit's episodes, or None (all 1).
+
+    Returns:
+        success_rate, mean_return, mean_length (over the E collected episodes);
+        adv_mean, adv_std, adv_zero_fraction (|A| <= 1e-9) over the S' credited steps;
+        zero_variance_groups (share of groups whose G returns are all equal: no signal for a
+        group baseline); credited_episodes (E', more than E when a filter such as ``replay``
+        added episodes); dropped_fraction (share of the E' credited episodes of weight 0).
+    """
+    ro = batch.rollouts
+    ret = batch.episode_return
+    g = ro.episode_group
+    lo = np.full(ro.n_groups, np.inf)
+    hi = np.full(ro.n_groups, -np.inf)
+    np.minimum.at(lo, g, ret)
+    np.maximum.at(hi, g, ret)
+    adv = np.asarray(advantage, dtype=np.float64)
+    return {
+        "success_rate": float(batch.success.mean()),
+        "mean_return": float(ret.mean()),
+        "mean_length": float(ro.step_counts.mean()),
+        "adv_mean": float(adv.mean()),
+        "adv_std": float(adv.std()),
+        "adv_zero_fraction": float(np.mean(np.abs(adv) <= _ZERO)),
+        "zero_variance_groups": float(np.mean(lo == hi)),
+        "credited_episodes": ro.n_episodes if episode_weight is None else int(np.asarray(episode_weight).size),
+        "dropped_fraction": 0.0 if episode_weight is None else float(np.mean(np.asarray(episode_weight) == 0)),
+    }
+
+
+# ---------------------------------------------------------------------- checkpoint files
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    return rng.bit_generator.state
+
+
+def _save_checkpoint(path: Path, policy: TabularPolicy, meta: Mapping[str, Any]) -> None:
+    arrays = {f"policy_{k}": v for k, v in policy.state_dict().items()}
+    arrays["meta"] = np.array(json.dumps(meta, allow_nan=False))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainError(f"{path}: not a readable checkpoint ({exc}); delete it to start over") from None
+    if meta.get("version") != _CHECKPOINT_VERSION:
+        raise TrainError(f"{path}: checkpoint version {meta.get('version')!r}, expected {_CHECKPOINT_VERSION}")
+    return {k[len("policy_"):]: v for k, v in arrays.items() if k.startswith("policy_")}, meta
+
+
+def _read_metrics(path: Path, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` iterations' metrics (lines after them were written after the checkpoint)."""
+    out: list[dict[str, Any]] = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if len(out) == n:
+                break
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                break
+            if rec.get("iteration") != len(out):
+                break
+            out.append(rec)
+    if len(out) != n:
+        raise TrainError(f"{path}: holds {len(out)} complete iterations but the checkpoint is at {n}; delete the directory to start over")
+    return out
+
+
+def _write_lines(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in records), encoding="utf-8")
+
+
+def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+# ---------------------------------------------------------------------- the loop
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    progress: Callable[[Mapping[str, Any]], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train a policy with ``config``, writing metrics and checkpoints to ``out_dir``.
+
+    When ``out_dir`` holds a checkpoint of the same config, the run resumes from it (a finished
+    run returns at once); a checkpoint of another config is an error, except for ``budget``,
+    ``checkpoint_every`` and ``target``, which change no iteration's result: a run resumed with
+    a larger budget continues to exactly the run that had that budget from the start (one with
+    a smaller budget than already done returns the iterations done).
+
+    Args:
+        config: the run's configuration.
+        out_dir: output directory (created): ``config.json``, ``metrics.jsonl``, ``checkpoint.npz``.
+        progress: called with each iteration's metrics after they are written (and after the
+            checkpoint of that iteration, if any); an exception it raises stops the run.
+        stop_after: stop after this many iterations of this call, with a checkpoint (None = run
+            to the end).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        TrainError: a bad config, or a directory whose checkpoint or metrics do not fit it.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_dict = config.to_dict()
+    pipeline = config.build_pipeline()
+    envs = [make_env(config.env, **config.env_kwargs) for _ in range(config.episodes_per_iter)]
+    task_ss, act_ss, pool_ss = np.random.SeedSequence(config.seed).spawn(3)
+    task_rng, act_rng = np.random.default_rng(task_ss), np.random.default_rng(act_ss)
+    pool = np.random.default_rng(pool_ss).integers(0, 2**31 - 1, size=config.task_pool)
+    policy = TabularPolicy()
+    pstate: PipelineState = pipeline.initial_state()
+    done = episodes = env_steps = 0
+    elapsed = 0.0
+    metrics: list[dict[str, Any]] = []
+
+    ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
+    if ckpt_path.exists():
+        arrays, meta = _load_checkpoint(ckpt_path)
+        diff = ", ".join(k for k in _diff_keys(meta["config"], cfg_dict) if k not in _FREE_FIELDS)
+        if diff:
+            raise TrainError(f"{out}: holds a checkpoint of another configuration (differs in: {diff}); use another directory")
+        policy.load_state_dict(arrays)
+        task_rng.bit_generator.state = meta["rng"]["task"]
+        act_rng.bit_generator.state = meta["rng"]["act"]
+        pstate = PipelineState.from_json(meta["pipeline_state"], str(ckpt_path))
+        done, episodes, env_steps, elapsed = meta["iterations"], meta["episodes"], meta["env_steps"], meta["elapsed_s"]
+        metrics = _read_metrics(metrics_path, done)
+    _write_lines(metrics_path, metrics)  # drop iterations written after the checkpoint
+    with atomic_path(out / CONFIG) as tmp:
+        Path(tmp).write_text(json.dumps(cfg_dict, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    resumed_from = done
+
+    n_tasks = config.tasks_per_iter
+    with open(metrics_path, "a", encoding="utf-8") as mfile:
+        while done < config.iterations and (stop_after is None or done - resumed_from < stop_after):
+            t0 = time.perf_counter()
+            # 1. collect
+            if config.task_pool == 0:
+                seeds = task_rng.integers(0, 2**31 - 1, size=n_tasks)
+            else:
+                seeds = task_rng.choice(pool, size=n_tasks, replace=config.task_pool < n_tasks)
+            batch = collect(envs, policy, seeds.tolist(), config.group_size, act_rng, iteration=done)
+            # 2. credit
+            result = pipeline.run(batch.rollouts, pstate)
+            pstate = result.state
+            ro, credit = result.rollouts, result.credit
+            # 3. update: PPO epochs on the (possibly filtered / extended) credited rollouts
+            entries = policy.entries(ro.key_values["state"].to_pylist(), ro.key_values["action"].to_pylist())
+            old_logp = ro.column("logp", by="the trainer's update")
+            weight = np.ones(ro.n_steps) if credit.episode_weight is None else credit.episode_weight[ro.step_episode]
+            clipped_frac = ppo_update(
+                policy, entries, old_logp, credit.step_advantage, weight,
+                lr=config.lr, clip=config.clip, epochs=config.ppo_epochs, kl_coef=config.kl_coef,
+            )
+            # 4. metrics and checkpoint
+            kl = policy.kl_to_initial()[0][policy.entry_state[entries]]
+            episodes += batch.rollouts.n_episodes
+            env_steps += batch.n_steps
+            wall = time.perf_counter() - t0
+            elapsed += wall
+            rec = {
+                "iteration": done,
+                "episodes": episodes,
+                "env_steps": env_steps,
+                **iteration_metrics(batch, credit.step_advantage, credit.episode_weight),
+                "clip_fraction": clipped_frac,
+                "kl_to_init": float(kl.mean()),
+                "n_states": policy.n_states,
+                "wall_s": wall,
+                "elapsed_s": elapsed,
+            }
+            mfile.write(json.dumps(rec, allow_nan=False) + "\n")
+            mfile.flush()
+            metrics.append(rec)
+            done += 1
+            stopping = stop_after is not None and done - resumed_from == stop_after
+            if done % config.checkpoint_every == 0 or done == config.iterations or stopping:
+                _save_checkpoint(ckpt_path, policy, {
+                    "version": _CHECKPOINT_VERSION,
+                    "config": cfg_dict,
+                    "iterations": done,
+                    "episodes": episodes,
+                    "env_steps": env_steps,
+                    "elapsed_s": elapsed,
+                    "rng": {"task": _rng_state(task_rng), "act": _rng_state(act_rng)},
+                    "pipeline_state": pstate.to_json(),
+                })
+            if progress is not None:
+                progress(rec)
+    return TrainResult(config, out, tuple(metrics), policy, done >= config.iterations, resumed_from)
