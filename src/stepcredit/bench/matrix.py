@@ -54,7 +54,7 @@ class BenchConfig:
     """Estimator names, or paths of pipeline TOML files (named by their stem)."""
     seeds: int = 5
     """Training seeds per cell (0..seeds-1)."""
-    budget: int = 1500
+    budget: int = 6000
     """Episodes per run."""
     policy: str = "tabular"
     """Policy kind (``stepcredit.policies``)."""
