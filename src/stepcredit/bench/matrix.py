@@ -264,9 +264,9 @@ def collect_results(cfg: BenchConfig, out: Path) -> BenchResult:
 
 
 def plot_curves(result: BenchResult, out: Path) -> list[Path]:
-    """One PNG per environment: mean success rate against episodes, one line per method (runs
-    interpolated on a common grid, band = min..max over seeds). Needs matplotlib; without it,
-    nothing is drawn and an empty list is returned."""
+    """One PNG per environment: mean success rate against episodes, one line per method, with
+    a band of ± 1.96 standard errors of the mean over seeds (runs interpolated on a common grid
+    of episodes). Needs matplotlib; without it, nothing is drawn and an empty list is returned."""
     try:
         import matplotlib
 
@@ -279,17 +279,19 @@ def plot_curves(result: BenchResult, out: Path) -> list[Path]:
     for env in result.config.envs:
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
         for method in result.config.methods:
-            runs = result.curves.get((env, method), [])
+            runs = [(e, s) for e, s in result.curves.get((env, method), []) if e]
             if not runs:
                 continue
-            grid = np.linspace(0, result.config.budget, 60)
-            ys = np.array([np.interp(grid, e, s, left=0.0) for e, s in runs if e])
-            if not ys.size:
-                continue
-            ax.plot(grid, ys.mean(axis=0), label=method_name(method))
-            ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.15)
+            start = min(e[0] for e, _ in runs)
+            grid = np.linspace(start, result.config.budget, 60)
+            ys = np.array([np.interp(grid, e, s) for e, s in runs])
+            mean = ys.mean(axis=0)
+            line, = ax.plot(grid, mean, label=f"{method_name(method)} ({len(runs)} seeds)")
+            if len(runs) > 1:
+                half = 1.96 * ys.std(axis=0, ddof=1) / np.sqrt(len(runs))
+                ax.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.15, lw=0)
         ax.axhline(result.config.target, color="grey", lw=0.8, ls="--")
-        ax.set(xlabel="episodes", ylabel="success rate", title=env, ylim=(0, 1.02))
+        ax.set(xlabel="episodes", ylabel="success rate (band: ± 1.96 SE over seeds)", title=env, ylim=(0, 1.02))
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out / f"curves_{env.replace(':', '_').replace('/', '_')}.png"
