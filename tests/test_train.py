@@ -322,7 +322,7 @@ def test_resume_refuses_another_config(tmp_path):
         ({"group_size": 0}, "group_size=0 must be >= 1"),
         ({"clip": 0.0}, "clip=0.0 must be > 0"),
         ({"target": 1.5}, "target=1.5 must be in"),
-        ({"policy": "mlp"}, "policy='mlp' is unknown"),
+        ({"policy": "lstm"}, "policy='lstm' is unknown"),
         ({"pipeline": Pipeline.build("grpo"), "estimator_params": {"scale": "none"}}, "not both"),
     ],
 )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from stepcredit._ui import print_table, progress
 from stepcredit.bench.matrix import BenchConfig, BenchError, BenchResult, collect_results, run_bench
+from stepcredit.bench.report import write_report
 from stepcredit.envs import get_env, parse_env_kwarg
 
 __all__ = ["add_parsers"]
@@ -44,18 +45,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="a pipeline TOML file to compare, repeatable (named by the file's stem)")
     b.add_argument("--seeds", type=int, default=DEFAULT.seeds, help=f"seeds per cell (default {DEFAULT.seeds})")
     b.add_argument("--budget", type=int, default=DEFAULT.budget, help=f"episodes per run (default {DEFAULT.budget})")
-    b.add_argument("--policy", default=DEFAULT.policy, choices=("tabular",), help="policy (default tabular)")
+    b.add_argument("--policy", default=DEFAULT.policy, choices=("tabular", "mlp", "gru"),
+                   help="policy (default tabular; mlp and gru need the torch extra)")
     b.add_argument("--group-size", type=int, default=DEFAULT.group_size, help=f"episodes per task (default {DEFAULT.group_size})")
     b.add_argument("--target", type=float, default=DEFAULT.target, help=f"target success rate (default {DEFAULT.target})")
-    b.add_argument("--workers", type=int, default=1, help="runs in parallel (processes; default 1)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="runs in parallel (default: 1 locally; every CPU with --backend ray)")
+    b.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="where runs execute: local processes, or Ray tasks (pip install 'stepcredit[ray]')")
+    b.add_argument("--ray-address", metavar="ADDR",
+                   help="join this Ray cluster (OUT must be a shared path); default with --backend ray: "
+                   "start Ray on 127.0.0.1")
     b.add_argument("--out", help="output directory (default runs/<timestamp>)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     b.set_defaults(func=_cmd_bench)
 
     r = sub.add_parser(
-        "report", help="rebuild the table and plots of a benchmark directory",
+        "report", help="rebuild the table, plots and HTML report of a benchmark directory",
         description="Read a `stepcredit bench` output directory and write its results table "
-        "(results.md/.json/.csv) and learning-curve plots again; print the table.",
+        "(results.md/.json/.csv), learning-curve plots and report.html again; print the table.",
     )
     r.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of `stepcredit bench`")
     r.set_defaults(func=_cmd_report)
@@ -98,7 +106,7 @@ def _print(result: BenchResult, out: Path, elapsed: float | None) -> None:
     title = (f"stepcredit bench: episodes to {cfg.target:.0%} success, final success and AUC, "
              f"each the mean over {cfg.seeds} seeds with its bootstrap 95% CI; budget {cfg.budget:,} episodes")
     print_table(title, BenchResult.HEADER, result.rows())
-    tail = f"results: {out / 'results.md'}"
+    tail = f"results: {out / 'results.md'}, report: {out / 'report.html'}"
     if elapsed is not None:
         tail += f"  ({elapsed:.0f} s)"
     if result.missing:
@@ -119,7 +127,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 done[0] += 1
                 bar.update(done[0], n_runs)
 
-        result = run_bench(cfg, out, workers=args.workers, on_run=on_run)
+        result = run_bench(cfg, out, workers=args.workers, backend=args.backend, address=args.ray_address, on_run=on_run)
     _print(result, out, time.perf_counter() - t0)
     return 0
 
@@ -134,5 +142,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     cfg = BenchConfig(**d)
     result = collect_results(cfg, out)
     result.write(out)
+    write_report(result, out)
     _print(result, out, None)
     return 0

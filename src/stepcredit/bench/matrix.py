@@ -13,6 +13,7 @@ Layout of the output directory::
                                                 success rate, final success, AUC, each a mean with
                                                 a bootstrap 95% CI over seeds, and the ratio to GRPO)
     OUT/curves_ENV.png                          learning curves (when matplotlib is installed)
+    OUT/report.html                             self-contained report: table, curves, per-step credit
 
 A *method* is an estimator name (``grpo``) or a pipeline file (``path/to/pipe.toml``, named by
 its stem). A run is finished when its ``done.json`` exists; an interrupted run resumes from its
@@ -28,7 +29,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from stepcredit._params import UsageError
 from stepcredit.bench.stats import Summary, auc, episodes_to_target, final_success, summarize
@@ -306,15 +307,23 @@ def run_bench(
     cfg: BenchConfig,
     out: str | os.PathLike,
     *,
-    workers: int = 1,
+    workers: int | None = None,
+    backend: Literal["local", "ray"] = "local",
+    address: str | None = None,
     on_run: Callable[[RunSpec, str], None] | None = None,
     progress: Callable[[RunSpec, Mapping[str, Any]], None] | None = None,
 ) -> BenchResult:
-    """Run every unfinished run of the matrix (``workers`` processes), then write the table.
+    """Run every unfinished run of the matrix, then write the table and the HTML report.
 
-    ``on_run(run, status)`` is called with "skipped" (already done), "started" and "done";
-    ``progress(run, metrics)`` after each training iteration (in-process runs only).
+    ``backend="local"``: ``workers`` processes (default 1: in this process); ``"ray"``: Ray
+    tasks (``stepcredit.bench.ray_backend``; a local Ray on 127.0.0.1, or the cluster at
+    ``address``). ``on_run(run, status)`` is called with "skipped" (already done), "started"
+    and "done"; ``progress(run, metrics)`` after each training iteration (in-process runs only).
     """
+    if backend not in ("local", "ray"):
+        raise BenchError(f"backend={backend!r} must be 'local' or 'ray'")
+    if address is not None and backend != "ray":
+        raise BenchError("--ray-address needs --backend ray")
     cfg.check()
     out = Path(out)
     _write_config(cfg, out)
@@ -323,7 +332,11 @@ def run_bench(
     for r in runs:
         if r not in todo and on_run:
             on_run(r, "skipped")
-    if workers <= 1:
+    if backend == "ray":
+        from stepcredit.bench.ray_backend import run_ray
+
+        run_ray(cfg, todo, out, workers=workers, address=address, on_run=on_run)
+    elif (workers or 1) <= 1:
         for r in todo:
             if on_run:
                 on_run(r, "started")
@@ -344,4 +357,7 @@ def run_bench(
                     on_run(futures[fut], "done")
     result = collect_results(cfg, out)
     result.write(out)
+    from stepcredit.bench.report import write_report  # report imports this module
+
+    write_report(result, out)
     return result

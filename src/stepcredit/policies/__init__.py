@@ -1,11 +1,25 @@
-"""Policies for the trainer: the tabular softmax (NumPy); MLP, GRU and tiny-LM policies (torch) come later.
+"""Policies for the trainer: the tabular softmax (NumPy); MLP and GRU policies (torch).
 
 A policy picks one action in each of the environments stepped together (``act``), scores stored
-(state, action) pairs (``log_prob``) and takes a weighted policy-gradient step (``ascend``): the
-trainer computes the weights (PPO's clipped-surrogate coefficients), the policy owns its
-parameters and their gradient.
+steps (``log_prob``) and takes a weighted policy-gradient step (``ascend``): the trainer computes
+the weights (PPO's clipped-surrogate coefficients), the policy owns its parameters and their
+gradient. ``MLPPolicy``, ``GRUPolicy`` and ``text_features`` live in
+``stepcredit.policies.torch_policies`` (the ``torch`` extra) and are imported on first use, so
+this package imports without torch.
 """
+
+from typing import Any
 
 from stepcredit.policies.tabular import Action, TabularPolicy
 
-__all__ = ["Action", "TabularPolicy"]
+__all__ = ["Action", "GRUPolicy", "MLPPolicy", "TabularPolicy", "text_features"]
+
+_TORCH_NAMES = ("GRUPolicy", "MLPPolicy", "StepBatch", "TorchAction", "text_features")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        from stepcredit.policies import torch_policies
+
+        return getattr(torch_policies, name)
+    raise AttributeError(f"module 'stepcredit.policies' has no attribute {name!r}")

@@ -11,6 +11,7 @@ from stepcredit.train.rollout import CollectedBatch, collect
 from stepcredit.train.trainer import (
     CHECKPOINT,
     METRICS,
+    POLICIES,
     WALL_CLOCK_FIELDS,
     TrainConfig,
     TrainError,
@@ -25,6 +26,7 @@ from stepcredit.train.trainer import (
 __all__ = [
     "CHECKPOINT",
     "METRICS",
+    "POLICIES",
     "WALL_CLOCK_FIELDS",
     "CollectedBatch",
     "TrainConfig",

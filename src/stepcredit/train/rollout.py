@@ -65,7 +65,12 @@ class _Acts(Protocol):
 
 
 class ActingPolicy(Protocol):
-    """What :func:`collect` needs of a policy."""
+    """What :func:`collect` needs of a policy.
+
+    A policy whose ``recurrent`` attribute is True (``GRUPolicy``) must also have
+    ``start_episodes(n)``, called once before the episodes start, and accept
+    ``act(..., episodes=[B] episode slots)``; other policies are called without ``episodes``.
+    """
 
     def act(self, states: Sequence[str], valid_actions: Sequence[Sequence[str]], rng: np.random.Generator) -> _Acts: ...
 
@@ -111,7 +116,9 @@ def collect(
     Args:
         envs: at least len(task_seeds) · G environments (episode j uses ``envs[j]``; episodes
             k·G .. k·G+G−1 play task ``task_seeds[k]``).
-        policy: an object with ``act(states, valid_actions, rng)`` (e.g. ``TabularPolicy``).
+        policy: an object with ``act(states, valid_actions, rng)`` (e.g. ``TabularPolicy``); a
+            recurrent one (``policy.recurrent`` True) gets ``start_episodes(E)`` first and the
+            live episodes' indices as ``act(..., episodes=...)``, so it keeps one memory per episode.
         task_seeds: [n] task seeds (the seed given to ``reset``).
         group_size: G >= 1.
         rng: the generator of the policy's draws (advanced by one draw per live episode and step).
@@ -150,9 +157,15 @@ def collect(
     extras: dict[str, dict[int, Any]] = {}  # key -> {step position: value}
     success = np.zeros(E, dtype=bool)
     live = list(range(E))
+    recurrent = bool(getattr(policy, "recurrent", False))
+    if recurrent:
+        policy.start_episodes(E)  # type: ignore[attr-defined]
     while live:
         valid = [envs[e].valid_actions() for e in live]
-        acts = policy.act([state[e] for e in live], valid, rng)
+        if recurrent:
+            acts = policy.act([state[e] for e in live], valid, rng, episodes=live)  # type: ignore[call-arg]
+        else:
+            acts = policy.act([state[e] for e in live], valid, rng)
         s_index.append(np.asarray(acts.index, dtype=np.int64))
         s_logp.append(np.asarray(acts.log_prob, dtype=np.float64))
         s_ref.append(np.asarray(acts.ref_log_prob, dtype=np.float64))

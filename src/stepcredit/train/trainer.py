@@ -22,7 +22,8 @@ One iteration, top to bottom (docs/train.md has the long version):
 Determinism: all randomness comes from two generators seeded from ``seed`` (task draws and
 action draws), so the same config gives the same metrics (apart from the wall-clock fields).
 Checkpoint/resume: ``train`` on a directory holding a checkpoint continues from it; the
-checkpoint holds the policy table, both generators' states, the pipeline state and the
+checkpoint holds the policy's parameters (the tabular logits, or the torch policies' weights
+and Adam moments, all plain arrays), both generators' states, the pipeline state and the
 counters, so a run killed at any point and restarted ends with the same metrics as a run that
 never stopped.
 """
@@ -51,6 +52,7 @@ from stepcredit.train.rollout import CollectedBatch, collect
 __all__ = [
     "CHECKPOINT",
     "METRICS",
+    "POLICIES",
     "WALL_CLOCK_FIELDS",
     "TrainConfig",
     "TrainError",
@@ -62,6 +64,8 @@ __all__ = [
     "train",
 ]
 
+#: the ``TrainConfig.policy`` choices
+POLICIES = ("tabular", "mlp", "gru")
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.npz"
 CONFIG = "config.json"
@@ -92,8 +96,16 @@ class TrainConfig:
     """The estimator's keyword parameters (paper defaults where absent)."""
     pipeline: Pipeline | None = None
     """A full credit pipeline (transforms -> estimator -> filters); overrides ``estimator``."""
-    policy: Literal["tabular"] = "tabular"
-    """The policy: ``tabular`` (a softmax over each state's valid actions, one logit per pair)."""
+    policy: Literal["tabular", "mlp", "gru"] = "tabular"
+    """The policy: ``tabular`` (a softmax over each state's valid actions, one logit per pair),
+    ``mlp`` (an MLP over hashed features of the state text scoring each valid action) or ``gru``
+    (the same with a GRU over the episode's states); ``mlp`` and ``gru`` need the torch extra."""
+    hidden_size: int = 64
+    """H, the hidden width of the ``mlp`` and ``gru`` policies."""
+    feature_size: int = 256
+    """F, the hashed text-feature buckets of the ``mlp`` and ``gru`` policies."""
+    adam_lr: float = 0.01
+    """Adam's step size for the ``mlp`` and ``gru`` policies (the tabular policy uses ``lr``)."""
     group_size: int = 8
     """G, episodes per task instance (the group of the group baselines)."""
     tasks_per_iter: int = 8
@@ -106,7 +118,7 @@ class TrainConfig:
     budget: int = 2000
     """Episodes to train for; the run has ceil(budget / (tasks_per_iter · G)) iterations."""
     lr: float = 1.0
-    """Step size of the gradient ascent on the policy parameters (tabular: the logits)."""
+    """Step size of the tabular policy's gradient ascent on its logits."""
     ppo_epochs: int = 4
     """Full-batch update steps per iteration on the same rollouts."""
     clip: float = 0.2
@@ -134,12 +146,15 @@ class TrainConfig:
             ("kl_coef", math.isfinite(self.kl_coef) and self.kl_coef >= 0, ">= 0"),
             ("target", 0 < self.target <= 1, "in (0, 1]"),
             ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+            ("hidden_size", self.hidden_size >= 1, ">= 1"),
+            ("feature_size", self.feature_size >= 8, ">= 8"),
+            ("adam_lr", math.isfinite(self.adam_lr) and self.adam_lr > 0, "> 0"),
         ]
         for name, ok, rule in checks:
             if not ok:
                 raise TrainError(f"train config: {name}={getattr(self, name)!r} must be {rule}")
-        if self.policy != "tabular":
-            raise TrainError(f"train config: policy={self.policy!r} is unknown; valid policies: tabular")
+        if self.policy not in POLICIES:
+            raise TrainError(f"train config: policy={self.policy!r} is unknown; valid policies: {', '.join(POLICIES)}")
         if self.pipeline is not None and self.estimator_params:
             raise TrainError("train config: give estimator_params or a pipeline, not both (put the parameters in the pipeline)")
 
@@ -174,7 +189,7 @@ class TrainResult:
         config: the run's configuration.
         out_dir: where metrics, config and checkpoint are.
         metrics: one dict per iteration done so far (the lines of ``metrics.jsonl``).
-        policy: the trained policy.
+        policy: the trained policy (``TabularPolicy``, ``MLPPolicy`` or ``GRUPolicy``).
         completed: all ``config.iterations`` done (False when ``stop_after`` stopped it).
         resumed_from: iterations already done when this call started (0 = a fresh run).
     """
@@ -182,7 +197,7 @@ class TrainResult:
     config: TrainConfig
     out_dir: Path
     metrics: tuple[Mapping[str, Any], ...]
-    policy: TabularPolicy
+    policy: Any
     completed: bool
     resumed_from: int
 
@@ -247,8 +262,8 @@ def clipped_surrogate_coef(
 
 
 def ppo_update(
-    policy: TabularPolicy,
-    entries: np.ndarray,
+    policy: Any,
+    entries: Any,
     old_log_prob: np.ndarray,
     advantage: np.ndarray,
     weight: np.ndarray,
@@ -265,12 +280,15 @@ def ppo_update(
     weights 0) and β = 0 leave the policy unchanged.
 
     Args:
-        policy: the policy to update in place.
-        entries: [S] the steps' (state, action) entries in the policy's table.
+        policy: the policy to update in place: anything with ``log_prob(steps) -> [S]`` and
+            ``ascend(steps, c, lr, kl_coef)`` (``TabularPolicy``, ``MLPPolicy``, ``GRUPolicy``).
+        entries: the stored steps as the policy indexes them: [S] table entries for
+            ``TabularPolicy`` (``policy.entries``), a ``StepBatch`` for the torch policies
+            (``policy.steps(rollouts)``).
         old_log_prob: [S] behaviour log-probabilities.
         advantage: [S] step advantages.
         weight: [S] step weights (the episode weight of each step's episode).
-        lr, clip, epochs, kl_coef: step size, ε, epochs, β.
+        lr, clip, epochs, kl_coef: step size (Adam's for the torch policies), ε, epochs, β.
 
     Returns:
         The share of steps whose clip was active, averaged over the epochs.
@@ -324,7 +342,7 @@ def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
     return rng.bit_generator.state
 
 
-def _save_checkpoint(path: Path, policy: TabularPolicy, meta: Mapping[str, Any]) -> None:
+def _save_checkpoint(path: Path, policy: Any, meta: Mapping[str, Any]) -> None:
     arrays = {f"policy_{k}": v for k, v in policy.state_dict().items()}
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -371,6 +389,33 @@ def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+# ---------------------------------------------------------------------- policies
+def _new_policy(config: TrainConfig, seed: np.random.SeedSequence) -> Any:
+    """A fresh policy of ``config.policy`` (torch imported only for ``mlp`` / ``gru``)."""
+    if config.policy == "tabular":
+        return TabularPolicy()
+    try:
+        from stepcredit.policies.torch_policies import GRUPolicy, MLPPolicy
+    except ImportError as exc:
+        raise TrainError(f"train config: policy={config.policy!r} needs PyTorch ({exc})") from None
+    cls = MLPPolicy if config.policy == "mlp" else GRUPolicy
+    return cls(feature_size=config.feature_size, hidden_size=config.hidden_size, seed=int(seed.generate_state(1)[0]))
+
+
+def _policy_steps(policy: Any, ro: Any) -> Any:
+    """The stored steps of ``ro`` as ``policy`` indexes them (see :func:`ppo_update`)."""
+    if isinstance(policy, TabularPolicy):
+        return policy.entries(ro.key_values["state"].to_pylist(), ro.key_values["action"].to_pylist())
+    return policy.steps(ro)
+
+
+def _step_kl(policy: Any, steps: Any) -> np.ndarray:
+    """[S] KL(π(·|s_t) ‖ π₀(·|s_t)) of each stored step's state."""
+    if isinstance(policy, TabularPolicy):
+        return policy.kl_to_initial()[0][policy.entry_state[steps]]
+    return policy.kl_to_initial(steps)
+
+
 # ---------------------------------------------------------------------- the loop
 def train(
     config: TrainConfig,
@@ -406,10 +451,11 @@ def train(
     cfg_dict = config.to_dict()
     pipeline = config.build_pipeline()
     envs = [make_env(config.env, **config.env_kwargs) for _ in range(config.episodes_per_iter)]
-    task_ss, act_ss, pool_ss = np.random.SeedSequence(config.seed).spawn(3)
+    task_ss, act_ss, pool_ss, policy_ss = np.random.SeedSequence(config.seed).spawn(4)  # the first 3 as spawn(3)
     task_rng, act_rng = np.random.default_rng(task_ss), np.random.default_rng(act_ss)
     pool = np.random.default_rng(pool_ss).integers(0, 2**31 - 1, size=config.task_pool)
-    policy = TabularPolicy()
+    policy = _new_policy(config, policy_ss)
+    lr = config.lr if config.policy == "tabular" else config.adam_lr
     pstate: PipelineState = pipeline.initial_state()
     done = episodes = env_steps = 0
     elapsed = 0.0
@@ -447,15 +493,15 @@ def train(
             pstate = result.state
             ro, credit = result.rollouts, result.credit
             # 3. update: PPO epochs on the (possibly filtered / extended) credited rollouts
-            entries = policy.entries(ro.key_values["state"].to_pylist(), ro.key_values["action"].to_pylist())
+            entries = _policy_steps(policy, ro)
             old_logp = ro.column("logp", by="the trainer's update")
             weight = np.ones(ro.n_steps) if credit.episode_weight is None else credit.episode_weight[ro.step_episode]
             clipped_frac = ppo_update(
                 policy, entries, old_logp, credit.step_advantage, weight,
-                lr=config.lr, clip=config.clip, epochs=config.ppo_epochs, kl_coef=config.kl_coef,
+                lr=lr, clip=config.clip, epochs=config.ppo_epochs, kl_coef=config.kl_coef,
             )
             # 4. metrics and checkpoint
-            kl = policy.kl_to_initial()[0][policy.entry_state[entries]]
+            kl = _step_kl(policy, entries)
             episodes += batch.rollouts.n_episodes
             env_steps += batch.n_steps
             wall = time.perf_counter() - t0
