@@ -36,7 +36,10 @@ from stepcredit.bench.stats import Summary, auc, episodes_to_target, final_succe
 from stepcredit.data.io import atomic_path
 from stepcredit.pipeline import Pipeline
 
-__all__ = ["BenchConfig", "BenchError", "BenchResult", "RunSpec", "collect_results", "plan_runs", "run_bench", "run_one"]
+__all__ = [
+    "BenchConfig", "BenchError", "BenchResult", "RunSpec", "collect_results", "plan_runs", "run_bench", "run_one",
+    "train_config",
+]
 
 
 class BenchError(UsageError):
@@ -113,7 +116,8 @@ def plan_runs(cfg: BenchConfig) -> list[RunSpec]:
     return [RunSpec(e, m, s) for e in cfg.envs for m in cfg.methods for s in range(cfg.seeds)]
 
 
-def _train_config(cfg: BenchConfig, run: RunSpec):
+def train_config(cfg: BenchConfig, run: RunSpec):
+    """The trainer's configuration of one run of the matrix."""
     from stepcredit.train import TrainConfig  # the trainer pulls in the policies: import on use
 
     pipe = method_pipeline(run.method)
@@ -137,7 +141,7 @@ def run_one(cfg: BenchConfig, run: RunSpec, out: Path, progress: Callable[[Mappi
     d = run.directory(out)
     if (d / "done.json").exists():
         return d
-    result = train(_train_config(cfg, run), d, progress=progress)
+    result = train(train_config(cfg, run), d, progress=progress)
     if result.completed:
         with atomic_path(d / "done.json") as tmp:
             Path(tmp).write_text(json.dumps({"env": run.env, "method": run.method, "seed": run.seed}) + "\n")

@@ -216,14 +216,14 @@ def credit_view(result: BenchResult, out: Path, env: str, *, episodes: int = 8, 
     Raises:
         UsageError, ValueError, OSError: the environment or the checkpoint cannot be loaded.
     """
-    from stepcredit.bench.matrix import _train_config
+    from stepcredit.bench.matrix import train_config
     from stepcredit.envs import make_env
     from stepcredit.policies import TabularPolicy
     from stepcredit.train import collect
 
     cfg = result.config
     first = RunSpec(env, cfg.methods[0], 0)
-    tc = _train_config(cfg, first)
+    tc = train_config(cfg, first)
     envs = [make_env(env, **tc.env_kwargs) for _ in range(tc.episodes_per_iter)]
     seeds = _task_seeds(tc, seed)
     trained, found = _load_policy(first.directory(out))
