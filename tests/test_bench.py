@@ -112,3 +112,11 @@ def test_cli_bench_usage_errors_exit_2(tmp_path, capsys, argv, needle):
 def test_report_on_a_directory_that_is_not_a_benchmark(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a benchmark directory" in capsys.readouterr().err
+
+
+def test_bench_passes_branching_to_the_trainer(tmp_path):
+    cfg = BenchConfig(**{**SMALL.to_dict(), "envs": ("lock_chain",), "methods": ("tree",), "branching": 2})
+    assert cfg.to_dict()["branching"] == 2 and "branching" not in SMALL.to_dict()
+    run_bench(cfg, tmp_path)
+    run_dir = RunSpec("lock_chain", "tree", 0).directory(tmp_path)
+    assert json.loads((run_dir / "config.json").read_text())["branching"] == 2

@@ -48,6 +48,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--policy", default=DEFAULT.policy, choices=("tabular", "mlp", "gru"),
                    help="policy (default tabular; mlp and gru need the torch extra)")
     b.add_argument("--group-size", type=int, default=DEFAULT.group_size, help=f"episodes per task (default {DEFAULT.group_size})")
+    b.add_argument("--branching", type=int, default=0, metavar="K",
+                   help="sample each group as a rollout tree, forking K ways (0 = independent episodes; for `tree`)")
+    b.add_argument("--branch-every", type=int, default=1, metavar="B", help="with --branching: fork every B steps (default 1)")
     b.add_argument("--target", type=float, default=DEFAULT.target, help=f"target success rate (default {DEFAULT.target})")
     b.add_argument("--workers", type=int, default=None,
                    help="runs in parallel (default: 1 locally; every CPU with --backend ray)")
@@ -96,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     cfg = BenchConfig(
         envs=envs, env_kwargs=_env_kwargs(envs, args.env_kwargs), methods=methods, seeds=args.seeds,
         budget=args.budget, policy=args.policy, group_size=args.group_size, target=args.target,
+        branching=args.branching, branch_every=args.branch_every,
     )
     cfg.check()
     return cfg

@@ -68,11 +68,18 @@ class BenchConfig:
     """The success rate a run must reach (episodes-to-target)."""
     window: int = 3
     """Iterations averaged for episodes-to-target and final success."""
+    branching: int = 0
+    """Rollout trees: fork each group's episodes k ways (0 = independent episodes); see
+    ``stepcredit.train.TrainConfig.branching``."""
+    branch_every: int = 1
+    """With ``branching``: fork at every this many steps."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["envs"], d["methods"] = list(self.envs), list(self.methods)
         d["env_kwargs"] = {k: dict(v) for k, v in self.env_kwargs.items()}
+        if not self.branching:  # as the trainer does: configs without branching keep their old form
+            del d["branching"], d["branch_every"]
         return d
 
     def check(self) -> None:
@@ -131,6 +138,8 @@ def train_config(cfg: BenchConfig, run: RunSpec):
         budget=cfg.budget,
         seed=run.seed,
         target=cfg.target,
+        branching=cfg.branching,
+        branch_every=cfg.branch_every,
     )
 
 

@@ -7,7 +7,7 @@
 See ``stepcredit.train.trainer`` for the algorithm and docs/train.md for the details.
 """
 
-from stepcredit.train.rollout import CollectedBatch, collect
+from stepcredit.train.rollout import CollectedBatch, collect, collect_tree
 from stepcredit.train.trainer import (
     CHECKPOINT,
     METRICS,
@@ -34,6 +34,7 @@ __all__ = [
     "TrainResult",
     "clipped_surrogate_coef",
     "collect",
+    "collect_tree",
     "episodes_to_target",
     "iteration_metrics",
     "ppo_update",

@@ -1,5 +1,9 @@
 """Group rollouts: n task instances × G episodes each, stepped together, as one ``Rollouts``.
 
+Two collectors: :func:`collect` (G independent episodes per task, described below) and
+:func:`collect_tree` (truncated step-level sampling: the G episodes grown as a rollout tree
+whose shared prefix steps carry one ``node`` id; same record fields and ids otherwise).
+
 Every episode of the batch has its own environment object. Episode j of task k is reset with
 the task's seed (so the G episodes of a group play the same instance), then a Python loop runs
 over time steps: at each step the policy picks one action for every live episode at once
@@ -50,7 +54,7 @@ import numpy as np
 from stepcredit.data import Rollouts
 from stepcredit.envs.base import TextEnv
 
-__all__ = ["CollectedBatch", "collect"]
+__all__ = ["CollectedBatch", "collect", "collect_tree"]
 
 # step fields an environment may give in ``info`` (the collector owns state, action, reward,
 # logp, ref_logp; grounding comes from "valid" unless given)
@@ -85,6 +89,8 @@ class CollectedBatch:
         success: [E] bool, ``info["success"]`` of each episode's last step.
         episode_return: [E] the sum of the environment's rewards (= outcome + Σ step rewards).
         task_seed: [E] int64 task seed of each episode.
+        sampled_steps: the distinct steps the policy sampled (:func:`collect_tree`: a shared
+            prefix step once); None = every stored step (:func:`collect`).
     """
 
     rollouts: Rollouts
@@ -92,11 +98,17 @@ class CollectedBatch:
     success: np.ndarray
     episode_return: np.ndarray
     task_seed: np.ndarray
+    sampled_steps: int | None = None
 
     @property
     def n_steps(self) -> int:
-        """S, the environment steps taken."""
+        """S, the stored steps (a shared prefix step once per episode through it)."""
         return self.rollouts.n_steps
+
+    @property
+    def n_sampled_steps(self) -> int:
+        """The environment steps the policy sampled (shared prefix steps once)."""
+        return self.rollouts.n_steps if self.sampled_steps is None else int(self.sampled_steps)
 
 
 def _is_scalar(v: Any) -> bool:
@@ -239,4 +251,216 @@ def collect(
         success=success,
         episode_return=episode_return,
         task_seed=seeds,
+    )
+
+
+@dataclass
+class _Path:
+    """One live path of a rollout tree: its steps so far and the leaves it still owes."""
+
+    group: int
+    key: tuple[int, ...]  # child indices from the root: the leaves' order in the group
+    steps: list[int]  # positions (in the step lists) of the path's steps, root first
+    quota: int  # leaves this path must end as
+    env: int  # index of its environment
+    state: str
+
+
+def collect_tree(
+    envs: Sequence[TextEnv],
+    policy: ActingPolicy,
+    task_seeds: Sequence[int],
+    group_size: int,
+    rng: np.random.Generator,
+    iteration: int = 0,
+    *,
+    branching: int = 2,
+    branch_every: int = 1,
+) -> CollectedBatch:
+    """Truncated step-level sampling: each task's G episodes grown as one rollout tree.
+
+    Each group starts as one path owing G leaves (its *quota*) from the reset state. At the
+    branch depths t = 0, b, 2b, ... (b = ``branch_every``) a path of quota q > 1 forks into
+    c = min(k, q) children (k = ``branching``) with quotas as equal as possible (the first
+    q mod c get one more); every child samples its own action of step t from the shared state
+    (SLATE: k continuations that share the prefix and differ from the next step on). A path of
+    quota 1 runs on alone to the end of its episode. When a path ends (terminated or
+    truncated) with quota q > 1 (an episode that ended before its branches were used), it
+    counts as q identical episodes, so every group has exactly G leaves. Each leaf is an
+    episode; its record holds the full step list, the shared prefix steps repeated (same
+    state, action, reward, logp and ``node``).
+
+    A child continues in a fresh environment: reset with the task seed and replay of the
+    prefix's actions (environments are deterministic given the actions after reset, see
+    ``stepcredit.envs.base``); the first child keeps the parent's. Replayed steps are not
+    counted as sampled steps.
+
+    Records are as in :func:`collect` (same fields and ids) plus the step field ``node``: an
+    int, unique in the batch per tree step, equal in every episode through that step, so that
+    ``tree`` (and ``gigpo``, ``salt``) see the shared structure. Episodes are in group order,
+    the leaves of a group in depth-first order of the tree. ``CollectedBatch.n_steps`` counts
+    the stored steps (shared steps once per episode), ``sampled_steps`` the distinct ones.
+
+    Args:
+        envs: at least len(task_seeds) · G environments (live paths never exceed G per group).
+        policy: as for :func:`collect`, not recurrent (a GRU's memory cannot be forked).
+        task_seeds: [n] task seeds.
+        group_size: G >= 1, leaves per group.
+        rng: the generator of the policy's draws (one draw per live path and step).
+        iteration: the training iteration, used in the ids.
+        branching: k >= 2, children per fork.
+        branch_every: b >= 1, steps between branch depths.
+
+    Returns:
+        :class:`CollectedBatch` (with ``sampled_steps`` set).
+
+    Raises:
+        ValueError: bad arguments, too few environments, a recurrent policy, or an
+            environment that breaks the protocol.
+    """
+    n, G = len(task_seeds), int(group_size)
+    k, b = int(branching), int(branch_every)
+    if G < 1 or n < 1:
+        raise ValueError(f"collect_tree: need at least one task and group_size >= 1 (got {n} tasks, G={G})")
+    if k < 2 or b < 1:
+        raise ValueError(f"collect_tree: need branching >= 2 and branch_every >= 1 (got {k}, {b})")
+    if len(envs) < n * G:
+        raise ValueError(f"collect_tree: {n * G} episodes need {n * G} environments, got {len(envs)}")
+    if bool(getattr(policy, "recurrent", False)):
+        raise ValueError("collect_tree: a recurrent policy cannot be used with branching (its memory cannot be forked)")
+    seeds = [int(s) for s in np.asarray(task_seeds, dtype=np.int64).tolist()]
+    free = list(range(n * G - 1, -1, -1))  # a stack of free environments (pop gives the lowest)
+    live: list[_Path] = []
+    for g in range(n):
+        e = free.pop()
+        _, info = envs[e].reset(seed=seeds[g])
+        if "state" not in info:
+            raise ValueError(f"collect_tree: environment {type(envs[e]).__name__}.reset returned no info['state']")
+        live.append(_Path(g, (), [], G, e, str(info["state"])))
+
+    s_state: list[str] = []
+    s_action: list[str] = []
+    s_reward: list[float] = []
+    s_index: list[int] = []
+    s_logp: list[float] = []
+    s_ref: list[float] = []
+    s_ground: list[float] = []
+    extras: dict[str, dict[int, Any]] = {}
+    leaves: list[tuple[_Path, bool]] = []  # (path, success)
+    t = 0
+    while live:
+        if t % b == 0:  # branch depth: fork every path that still owes two or more leaves
+            forked: list[_Path] = []
+            for p in live:
+                if p.quota < 2:
+                    forked.append(p)
+                    continue
+                c = min(k, p.quota)
+                base, extra = divmod(p.quota, c)
+                for j in range(c):
+                    q = base + (1 if j < extra else 0)
+                    if j == 0:
+                        env = p.env
+                    else:
+                        env = free.pop()
+                        envs[env].reset(seed=seeds[p.group])
+                        for pos in p.steps:
+                            envs[env].step(s_action[pos])
+                    forked.append(_Path(p.group, p.key + (j,), list(p.steps), q, env, p.state))
+            live = forked
+        valid = [envs[p.env].valid_actions() for p in live]
+        acts = policy.act([p.state for p in live], valid, rng)
+        idx = np.asarray(acts.index, dtype=np.int64)
+        logp = np.asarray(acts.log_prob, dtype=np.float64)
+        ref = np.asarray(acts.ref_log_prob, dtype=np.float64)
+        still: list[_Path] = []
+        for i, p in enumerate(live):
+            text = valid[i][int(idx[i])]
+            _, reward, terminated, truncated, info = envs[p.env].step(text)
+            pos = len(s_state)
+            s_state.append(p.state)
+            s_action.append(text)
+            s_reward.append(float(reward))
+            s_index.append(int(idx[i]))
+            s_logp.append(float(logp[i]))
+            s_ref.append(float(ref[i]))
+            s_ground.append(float(info.get("grounding", bool(info.get("valid", True)))))
+            for key, v in info.items():
+                if key not in _OWN_KEYS and key != "grounding" and key != "node":
+                    extras.setdefault(key, {})[pos] = v
+            if "state" not in info:
+                raise ValueError(f"collect_tree: environment {type(envs[p.env]).__name__}.step returned no info['state']")
+            p.state = str(info["state"])
+            p.steps.append(pos)
+            if terminated or truncated:
+                leaves.append((p, bool(info.get("success", False))))
+                free.append(p.env)
+            else:
+                still.append(p)
+        live = still
+        t += 1
+
+    # episodes: leaves in (group, depth-first) order, a leaf of quota q repeated q times
+    leaves.sort(key=lambda ls: (ls[0].group, ls[0].key))
+    ep_pos: list[list[int]] = []
+    ep_group: list[int] = []
+    ep_success: list[bool] = []
+    for p, ok in leaves:
+        for _ in range(p.quota):
+            ep_pos.append(p.steps)
+            ep_group.append(p.group)
+            ep_success.append(ok)
+    E = len(ep_pos)
+    counts = np.asarray([len(s) for s in ep_pos], dtype=np.int64)
+    offsets = np.zeros(E + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    order = np.asarray([q for s in ep_pos for q in s], dtype=np.int64)
+    reward = np.asarray(s_reward, dtype=np.float64)[order]
+    last = offsets[1:] - 1
+    outcome = reward[last].copy()
+    episode_return = np.add.reduceat(reward, offsets[:-1])
+    reward[last] = 0.0
+    state_arr = np.asarray(s_state, dtype=object)
+    action_arr = np.asarray(s_action, dtype=object)
+    steps: dict[str, Any] = {
+        "state": state_arr[order].tolist(),
+        "action": action_arr[order].tolist(),
+        "reward": reward,
+        "logp": np.asarray(s_logp, dtype=np.float64)[order],
+        "ref_logp": np.asarray(s_ref, dtype=np.float64)[order],
+        "grounding": np.asarray(s_ground, dtype=np.float64)[order],
+        "node": order.tolist(),
+    }
+    n_sampled = len(s_state)
+    meta_info: dict[str, list[Any]] = {}
+    for key, vals in extras.items():
+        if key in _INFO_FIELDS and len(vals) == n_sampled:
+            steps[key] = [vals[int(q)] for q in order]
+        elif all(_is_scalar(v) for v in vals.values()):
+            meta_info[key] = [vals.get(int(q)) for q in order]
+    seen: dict[int, int] = {}
+    names = []
+    for s in seeds:
+        m = seen.get(s, 0)
+        seen[s] = m + 1
+        names.append(f"t{s}" if m == 0 else f"t{s}#{m}")
+    gid = [names[g] for g in ep_group]
+    eid = [f"i{iteration}/{names[g]}/e{j % G}" for j, g in enumerate(ep_group)]
+    ep_seed = np.asarray([seeds[g] for g in ep_group], dtype=np.int64)
+    meta = []
+    for e in range(E):
+        m: dict[str, Any] = {"task_seed": int(ep_seed[e]), "iteration": int(iteration), "success": bool(ep_success[e])}
+        if meta_info:
+            m["info"] = {key: v[offsets[e]:offsets[e + 1]] for key, v in meta_info.items()}
+        meta.append(m)
+    ro = Rollouts.from_arrays(
+        outcome=outcome, group_id=gid, episode_id=eid, episode_offsets=offsets, meta=meta, **steps
+    )
+    return CollectedBatch(
+        rollouts=ro,
+        action_index=np.asarray(s_index, dtype=np.int64)[order],
+        success=np.asarray(ep_success, dtype=bool),
+        episode_return=episode_return,
+        task_seed=ep_seed,
+        sampled_steps=n_sampled,
     )

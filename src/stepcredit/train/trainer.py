@@ -4,7 +4,9 @@ One iteration, top to bottom (docs/train.md has the long version):
 
 1. **Collect** (``rollout.collect``): draw ``tasks_per_iter`` task seeds, play ``group_size``
    episodes of each with the current policy, recording per step the state key, the action, the
-   reward and the behaviour log-probability log π_old(a|s).
+   reward and the behaviour log-probability log π_old(a|s). With ``branching`` k >= 2
+   (``rollout.collect_tree``) each task's G episodes grow as a rollout tree forking into k
+   continuations, shared steps marked by ``node`` ids.
 2. **Credit**: ``pipeline.run(rollouts, state)`` (transforms -> estimator -> filters) gives a
    step advantage A_t for every step and an episode weight w_i (0 = the filters dropped the
    episode: no gradient).
@@ -47,7 +49,7 @@ from stepcredit.data.io import atomic_path
 from stepcredit.envs import make_env
 from stepcredit.pipeline import Pipeline, PipelineState
 from stepcredit.policies import TabularPolicy
-from stepcredit.train.rollout import CollectedBatch, collect
+from stepcredit.train.rollout import CollectedBatch, collect, collect_tree
 
 __all__ = [
     "CHECKPOINT",
@@ -131,6 +133,13 @@ class TrainConfig:
     """Success rate for ``episodes_to_target`` (trailing mean over 3 iterations)."""
     checkpoint_every: int = 10
     """Write a checkpoint every this many iterations (and after the last one)."""
+    branching: int = 0
+    """k, truncated step-level sampling (``rollout.collect_tree``): each group's G episodes
+    grow as a rollout tree whose paths fork into k continuations at the branch depths, shared
+    prefix steps carrying one ``node`` id (for ``tree``, ``gigpo``, ``salt``). 0 = off: G
+    independent episodes per task. Not with ``policy="gru"``."""
+    branch_every: int = 1
+    """b, with ``branching``: paths fork at steps 0, b, 2b, ... until they owe one leaf each."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "env_kwargs", dict(self.env_kwargs))
@@ -149,6 +158,8 @@ class TrainConfig:
             ("hidden_size", self.hidden_size >= 1, ">= 1"),
             ("feature_size", self.feature_size >= 8, ">= 8"),
             ("adam_lr", math.isfinite(self.adam_lr) and self.adam_lr > 0, "> 0"),
+            ("branching", self.branching == 0 or self.branching >= 2, "0 (off) or >= 2"),
+            ("branch_every", self.branch_every >= 1, ">= 1"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -157,6 +168,8 @@ class TrainConfig:
             raise TrainError(f"train config: policy={self.policy!r} is unknown; valid policies: {', '.join(POLICIES)}")
         if self.pipeline is not None and self.estimator_params:
             raise TrainError("train config: give estimator_params or a pipeline, not both (put the parameters in the pipeline)")
+        if self.branching and self.policy == "gru":
+            raise TrainError("train config: branching needs a non-recurrent policy (tabular or mlp): a GRU's memory cannot be forked")
 
     @property
     def episodes_per_iter(self) -> int:
@@ -173,8 +186,14 @@ class TrainConfig:
         return self.pipeline if self.pipeline is not None else Pipeline.build(self.estimator, params=self.estimator_params)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (the pipeline as ``Pipeline.to_dict``)."""
+        """Plain JSON data (the pipeline as ``Pipeline.to_dict``).
+
+        ``branching`` and ``branch_every`` are left out when branching is off, so configs
+        (and checkpoints) of runs without branching read as before they existed.
+        """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if not self.branching:
+            del d["branching"], d["branch_every"]
         d["env_kwargs"] = dict(self.env_kwargs)
         d["estimator_params"] = dict(self.estimator_params)
         d["pipeline"] = None if self.pipeline is None else self.pipeline.to_dict()
@@ -487,7 +506,13 @@ def train(
                 seeds = task_rng.integers(0, 2**31 - 1, size=n_tasks)
             else:
                 seeds = task_rng.choice(pool, size=n_tasks, replace=config.task_pool < n_tasks)
-            batch = collect(envs, policy, seeds.tolist(), config.group_size, act_rng, iteration=done)
+            if config.branching:
+                batch = collect_tree(
+                    envs, policy, seeds.tolist(), config.group_size, act_rng, iteration=done,
+                    branching=config.branching, branch_every=config.branch_every,
+                )
+            else:
+                batch = collect(envs, policy, seeds.tolist(), config.group_size, act_rng, iteration=done)
             # 2. credit
             result = pipeline.run(batch.rollouts, pstate)
             pstate = result.state
@@ -503,7 +528,7 @@ def train(
             # 4. metrics and checkpoint
             kl = _step_kl(policy, entries)
             episodes += batch.rollouts.n_episodes
-            env_steps += batch.n_steps
+            env_steps += batch.n_sampled_steps
             wall = time.perf_counter() - t0
             elapsed += wall
             rec = {
