@@ -115,6 +115,84 @@ def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
+def _batch(
+    order: np.ndarray,
+    offsets: np.ndarray,
+    ep_group: np.ndarray,
+    group_seeds: Sequence[int],
+    success: np.ndarray,
+    iteration: int,
+    G: int,
+    sampled: dict[str, Any],
+    extras: dict[str, dict[int, Any]],
+    node: bool = False,
+) -> CollectedBatch:
+    """The batch of both collectors, from the sampled steps and the episodes' step lists.
+
+    Args:
+        order: [S] the sampled step (its position in the ``sampled`` lists) stored at each step
+            of the episodes, episode after episode, in time order (a shared step may repeat).
+        offsets: [E+1] episode offsets into ``order``.
+        ep_group: [E] group index of each episode (G episodes per group, groups in order).
+        group_seeds: [n] the task seed of each group.
+        success: [E] bool success of each episode.
+        iteration, G: for the ids.
+        sampled: per sampled step: ``state``, ``action``, ``reward``, ``index``, ``logp``,
+            ``ref_logp``, ``grounding`` (lists or arrays of the same length).
+        extras: info key -> {sampled step: value}.
+        node: also store ``node`` = the sampled step (the shared steps of a rollout tree).
+    """
+    E = offsets.shape[0] - 1
+    reward = np.asarray(sampled["reward"], dtype=np.float64)[order]
+    last = offsets[1:] - 1
+    outcome = reward[last].copy()
+    episode_return = np.add.reduceat(reward, offsets[:-1])
+    reward[last] = 0.0
+    steps: dict[str, Any] = {
+        "state": np.asarray(sampled["state"], dtype=object)[order].tolist(),
+        "action": np.asarray(sampled["action"], dtype=object)[order].tolist(),
+        "reward": reward,
+        "logp": np.asarray(sampled["logp"], dtype=np.float64)[order],
+        "ref_logp": np.asarray(sampled["ref_logp"], dtype=np.float64)[order],
+        "grounding": np.asarray(sampled["grounding"], dtype=np.float64)[order],
+    }
+    if node:
+        steps["node"] = order.tolist()
+    n_sampled = len(sampled["state"])
+    meta_info: dict[str, list[Any]] = {}
+    for key, vals in extras.items():
+        if key in _INFO_FIELDS and len(vals) == n_sampled:
+            steps[key] = [vals[int(q)] for q in order]
+        elif all(_is_scalar(v) for v in vals.values()):
+            meta_info[key] = [vals.get(int(q)) for q in order]
+    seen: dict[int, int] = {}
+    names = []
+    for s in group_seeds:
+        m = seen.get(s, 0)
+        seen[s] = m + 1
+        names.append(f"t{s}" if m == 0 else f"t{s}#{m}")
+    gid = [names[g] for g in ep_group]
+    eid = [f"i{iteration}/{names[g]}/e{j % G}" for j, g in enumerate(ep_group)]
+    ep_seed = np.asarray([group_seeds[g] for g in ep_group], dtype=np.int64)
+    meta = []
+    for e in range(E):
+        m: dict[str, Any] = {"task_seed": int(ep_seed[e]), "iteration": int(iteration), "success": bool(success[e])}
+        if meta_info:
+            m["info"] = {key: v[offsets[e]:offsets[e + 1]] for key, v in meta_info.items()}
+        meta.append(m)
+    ro = Rollouts.from_arrays(
+        outcome=outcome, group_id=gid, episode_id=eid, episode_offsets=offsets, meta=meta, **steps
+    )
+    return CollectedBatch(
+        rollouts=ro,
+        action_index=np.asarray(sampled["index"], dtype=np.int64)[order],
+        success=np.asarray(success, dtype=bool),
+        episode_return=episode_return,
+        task_seed=ep_seed,
+        sampled_steps=n_sampled if node else None,
+    )
+
+
 def collect(
     envs: Sequence[TextEnv],
     policy: ActingPolicy,
@@ -208,50 +286,13 @@ def collect(
     counts = np.bincount(ep, minlength=E)
     offsets = np.zeros(E + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    reward = np.asarray(s_reward, dtype=np.float64)[order]
-    last = offsets[1:] - 1
-    outcome = reward[last].copy()
-    episode_return = np.add.reduceat(reward, offsets[:-1])
-    reward[last] = 0.0
-    steps: dict[str, Any] = {
-        "state": np.asarray(s_state, dtype=object)[order].tolist(),
-        "action": np.asarray(s_action, dtype=object)[order].tolist(),
-        "reward": reward,
-        "logp": np.concatenate(s_logp)[order],
-        "ref_logp": np.concatenate(s_ref)[order],
-        "grounding": np.asarray(s_ground, dtype=np.float64)[order],
+    sampled = {
+        "state": s_state, "action": s_action, "reward": s_reward, "index": np.concatenate(s_index),
+        "logp": np.concatenate(s_logp), "ref_logp": np.concatenate(s_ref), "grounding": s_ground,
     }
-    S = ep.size
-    meta_info: dict[str, list[Any]] = {}
-    for key, vals in extras.items():
-        if key in _INFO_FIELDS and len(vals) == S:
-            steps[key] = [vals[int(p)] for p in order]
-        elif all(_is_scalar(v) for v in vals.values()):
-            meta_info[key] = [vals.get(int(p)) for p in order]
-    seen: dict[int, int] = {}
-    names = []
-    for s in np.asarray(task_seeds, dtype=np.int64).tolist():
-        m = seen.get(s, 0)
-        seen[s] = m + 1
-        names.append(f"t{s}" if m == 0 else f"t{s}#{m}")
-    gid = [g for g in names for _ in range(G)]
-    eid = [f"i{iteration}/{g}/e{j}" for g, j in zip(gid, np.tile(np.arange(G), n).tolist())]
-    meta = []
-    for e in range(E):
-        m: dict[str, Any] = {"task_seed": int(seeds[e]), "iteration": int(iteration), "success": bool(success[e])}
-        if meta_info:
-            m["info"] = {k: v[offsets[e]:offsets[e + 1]] for k, v in meta_info.items()}
-        meta.append(m)
-    ro = Rollouts.from_arrays(
-        outcome=outcome, group_id=gid, episode_id=eid, episode_offsets=offsets, meta=meta, **steps
-    )
-    return CollectedBatch(
-        rollouts=ro,
-        action_index=np.concatenate(s_index)[order],
-        success=success,
-        episode_return=episode_return,
-        task_seed=seeds,
-    )
+    ep_group = np.repeat(np.arange(n), G)
+    return _batch(order, offsets, ep_group, np.asarray(task_seeds, dtype=np.int64).tolist(), success,
+                  iteration, G, sampled, extras)
 
 
 @dataclass
@@ -415,52 +456,9 @@ def collect_tree(
     offsets = np.zeros(E + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     order = np.asarray([q for s in ep_pos for q in s], dtype=np.int64)
-    reward = np.asarray(s_reward, dtype=np.float64)[order]
-    last = offsets[1:] - 1
-    outcome = reward[last].copy()
-    episode_return = np.add.reduceat(reward, offsets[:-1])
-    reward[last] = 0.0
-    state_arr = np.asarray(s_state, dtype=object)
-    action_arr = np.asarray(s_action, dtype=object)
-    steps: dict[str, Any] = {
-        "state": state_arr[order].tolist(),
-        "action": action_arr[order].tolist(),
-        "reward": reward,
-        "logp": np.asarray(s_logp, dtype=np.float64)[order],
-        "ref_logp": np.asarray(s_ref, dtype=np.float64)[order],
-        "grounding": np.asarray(s_ground, dtype=np.float64)[order],
-        "node": order.tolist(),
+    sampled = {
+        "state": s_state, "action": s_action, "reward": s_reward, "index": s_index,
+        "logp": s_logp, "ref_logp": s_ref, "grounding": s_ground,
     }
-    n_sampled = len(s_state)
-    meta_info: dict[str, list[Any]] = {}
-    for key, vals in extras.items():
-        if key in _INFO_FIELDS and len(vals) == n_sampled:
-            steps[key] = [vals[int(q)] for q in order]
-        elif all(_is_scalar(v) for v in vals.values()):
-            meta_info[key] = [vals.get(int(q)) for q in order]
-    seen: dict[int, int] = {}
-    names = []
-    for s in seeds:
-        m = seen.get(s, 0)
-        seen[s] = m + 1
-        names.append(f"t{s}" if m == 0 else f"t{s}#{m}")
-    gid = [names[g] for g in ep_group]
-    eid = [f"i{iteration}/{names[g]}/e{j % G}" for j, g in enumerate(ep_group)]
-    ep_seed = np.asarray([seeds[g] for g in ep_group], dtype=np.int64)
-    meta = []
-    for e in range(E):
-        m: dict[str, Any] = {"task_seed": int(ep_seed[e]), "iteration": int(iteration), "success": bool(ep_success[e])}
-        if meta_info:
-            m["info"] = {key: v[offsets[e]:offsets[e + 1]] for key, v in meta_info.items()}
-        meta.append(m)
-    ro = Rollouts.from_arrays(
-        outcome=outcome, group_id=gid, episode_id=eid, episode_offsets=offsets, meta=meta, **steps
-    )
-    return CollectedBatch(
-        rollouts=ro,
-        action_index=np.asarray(s_index, dtype=np.int64)[order],
-        success=np.asarray(ep_success, dtype=bool),
-        episode_return=episode_return,
-        task_seed=ep_seed,
-        sampled_steps=n_sampled,
-    )
+    return _batch(order, offsets, np.asarray(ep_group, dtype=np.int64), seeds, np.asarray(ep_success, dtype=bool),
+                  iteration, G, sampled, extras, node=True)
