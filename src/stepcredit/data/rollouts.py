@@ -16,7 +16,7 @@ be in every episode's ``rewards`` or in none. Step fields (all optional):
   ``state``, ``action``, ``node``, ``reference`` (the reference, ground-truth action of the
   step, e.g. the reference tool call as JSON text);
 * numeric fields: ``reward`` (default 0 where absent), ``process``, ``value``, ``p_answer``,
-  ``grounding``, ``importance``, ``logp``, ``ref_logp`` (finite numbers) and ``tokens`` (a non-negative integer).
+  ``grounding``, ``importance``, ``logp``, ``ref_logp``, ``label`` (finite numbers) and ``tokens`` (a non-negative integer).
 
 A step field other than ``reward`` must be in every step or in none ("partial presence" is an
 error, because an estimator that needs the column would otherwise read made-up values). Other

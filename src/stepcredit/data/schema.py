@@ -30,7 +30,7 @@ from stepcredit.data.hashing import hash_keys
 
 KEY_COLUMNS: tuple[str, ...] = ("state", "action", "node", "reference")
 FLOAT_COLUMNS: tuple[str, ...] = (
-    "reward", "process", "value", "p_answer", "grounding", "importance", "logp", "ref_logp",
+    "reward", "process", "value", "p_answer", "grounding", "importance", "logp", "ref_logp", "label",
 )
 INT_COLUMNS: tuple[str, ...] = ("tokens",)
 NUMERIC_COLUMNS: tuple[str, ...] = FLOAT_COLUMNS + INT_COLUMNS
