@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from stepcredit.envs import make_env
 from stepcredit.policies import TabularPolicy
+from stepcredit.prm.evaluation import best_of_n
 from stepcredit.prm.feature_model import PRMError
 from stepcredit.prm.search import aggregate_scores, beam_search, best_of_n_search
 
@@ -69,6 +70,12 @@ def test_best_of_n_with_a_perfect_prm_reaches_pass_at_n():
     assert res.summary()["success"] >= res.summary()["unguided_success"]
     assert np.all(res.success <= res.oracle_success + 1e-12)
     assert res.generated_steps == res.rollouts.n_steps
+    # the per-task rates agree with the evaluation module's best_of_n on the same scores
+    ro = res.rollouts
+    path = aggregate_scores(ro.column("process"), ro.episode_offsets, "min")
+    ev = best_of_n(path, np.repeat(np.arange(30), 16), res.rollouts.outcome >= 1)
+    np.testing.assert_allclose([ev["best_of_n"], ev["random"], ev["oracle"]],
+                               [res.success.mean(), res.baseline_success.mean(), res.oracle_success.mean()], rtol=1e-12)
     # with "min" an episode scores 1 iff every press was right, i.e. it opened the lock at once
     # (length 4 <= max_steps): wherever such an episode exists, the guided answer succeeds
     ro = res.rollouts

@@ -36,6 +36,7 @@ import numpy as np
 from stepcredit.data import Rollouts
 from stepcredit.ops import dense_codes
 from stepcredit.prm.feature_model import PRMError
+from stepcredit.prm.labels import hard_labels, soft_labels
 
 __all__ = ["MCLabels", "mc_label_rollouts", "tree_mc_labels"]
 
@@ -82,8 +83,8 @@ def tree_mc_labels(ro: Rollouts, success: np.ndarray | None = None, threshold: f
     # sharing a code are the episodes through that node
     count = np.bincount(code)
     wins = np.bincount(code, weights=step_ok)
-    soft = wins[code] / count[code]
-    return MCLabels(soft, (wins[code] > 0).astype(np.float64), count[code].astype(np.int64))
+    soft = soft_labels(wins[code], count[code])
+    return MCLabels(soft, hard_labels(soft), count[code].astype(np.int64))
 
 
 def mc_label_rollouts(
