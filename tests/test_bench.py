@@ -95,7 +95,7 @@ def test_cli_bench_prints_the_table_and_report_rebuilds_it(tmp_path, capsys):
     "argv, needle",
     [
         (["--env", "nope"], "unknown environment 'nope'"),
-        (["--env", "lock_chain", "-e", "nope"], "unknown estimator 'nope'"),
+        (["--env", "lock_chain", "-e", "nope"], "unknown estimator 'nope' (nor a built-in pipeline)"),
         (["--env", "lock_chain", "--env-kwargs", "colour=1"], "has no parameter 'colour'"),
         (["--env", "lock_chain", "--env", "gym:FrozenLake-v1", "--env-kwargs", "length=3"], "ENV.KEY=VALUE"),
         (["--env", "lock_chain", "--seeds", "0"], "must be >= 1"),

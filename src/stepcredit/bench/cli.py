@@ -1,7 +1,8 @@
 """``stepcredit bench`` and ``stepcredit report``: the command-line side of the benchmark.
 
-    stepcredit bench [--env E ...] [--env-kwargs [E.]key=value ...] [-e ESTIMATOR ...]
-                     [--pipeline FILE ...] [--seeds N] [--budget EPISODES] [--out DIR] [--workers N]
+    stepcredit bench [--env E ...] [--env-kwargs [E.]key=value ...] [-e ESTIMATOR|PIPELINE ...]
+                     [--pipeline FILE ...] [--seeds N] [--budget EPISODES] [--policy P]
+                     [--hidden-size H] [--feature-size F] [--adam-lr LR] [--out DIR] [--workers N]
     stepcredit report RUN_DIR
 
 ``bench`` with no arguments runs the default matrix (``BenchConfig()``). Rerunning the same
@@ -18,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from stepcredit._ui import print_table, progress
-from stepcredit.bench.matrix import BenchConfig, BenchError, BenchResult, collect_results, run_bench
+from stepcredit.bench.matrix import PIPELINES, BenchConfig, BenchError, BenchResult, collect_results, run_bench
 from stepcredit.bench.report import write_report
 from stepcredit.envs import get_env, parse_env_kwarg
 
@@ -29,24 +30,37 @@ DEFAULT = BenchConfig()
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``bench`` and ``report`` to the ``stepcredit`` command line."""
+    from stepcredit.train import trainer  # --policy choices: the trainer's POLICIES, read now
+
+    pipelines = "; ".join(f"{name}: {what}" for name, (what, _) in sorted(PIPELINES.items()))
     b = sub.add_parser(
         "bench", help="train policies with several credit estimators and compare them",
         description="Run a matrix of training runs (environment x method x seed), write per-run "
         "metrics, a results table with bootstrap 95% confidence intervals and learning curves, "
         "and print the table. Rerun the same command to resume.",
+        epilog=f"built-in pipelines (use with -e NAME): {pipelines}. The PRM pipelines need an "
+        "environment that gives process scores (lock_chain, keydoor, arith_chain: oracle scores, "
+        "prm_noise=Q makes them noisy).",
     )
     b.add_argument("--env", action="append", default=[], metavar="ENV",
                    help=f"environment, repeatable (default: {' '.join(DEFAULT.envs)}); gym:ENV_ID for gymnasium")
     b.add_argument("--env-kwargs", action="append", default=[], metavar="[ENV.]KEY=VALUE",
                    help="environment parameter, repeatable (ENV. may be left out with one environment)")
     b.add_argument("-e", "--estimator", action="append", default=[], metavar="NAME",
-                   help=f"estimator to compare, repeatable (default: {' '.join(DEFAULT.methods)})")
+                   help="estimator or built-in pipeline to compare, repeatable (built-in pipelines: "
+                   f"{', '.join(sorted(PIPELINES))}; default: {' '.join(DEFAULT.methods)})")
     b.add_argument("--pipeline", action="append", default=[], metavar="FILE",
                    help="a pipeline TOML file to compare, repeatable (named by the file's stem)")
     b.add_argument("--seeds", type=int, default=DEFAULT.seeds, help=f"seeds per cell (default {DEFAULT.seeds})")
     b.add_argument("--budget", type=int, default=DEFAULT.budget, help=f"episodes per run (default {DEFAULT.budget})")
-    b.add_argument("--policy", default=DEFAULT.policy, choices=("tabular", "mlp", "gru"),
-                   help="policy (default tabular; mlp and gru need the torch extra)")
+    b.add_argument("--policy", default=DEFAULT.policy, choices=trainer.POLICIES,
+                   help=f"policy (default {DEFAULT.policy}; all but tabular need the torch extra)")
+    b.add_argument("--hidden-size", type=int, default=DEFAULT.hidden_size, metavar="H",
+                   help=f"hidden width of the torch policies (default {DEFAULT.hidden_size})")
+    b.add_argument("--feature-size", type=int, default=DEFAULT.feature_size, metavar="F",
+                   help=f"hashed text-feature buckets of the torch policies (default {DEFAULT.feature_size})")
+    b.add_argument("--adam-lr", type=float, default=DEFAULT.adam_lr, metavar="LR",
+                   help=f"Adam step size of the torch policies (default {DEFAULT.adam_lr})")
     b.add_argument("--group-size", type=int, default=DEFAULT.group_size, help=f"episodes per task (default {DEFAULT.group_size})")
     b.add_argument("--branching", type=int, default=0, metavar="K",
                    help="sample each group as a rollout tree, forking K ways (0 = independent episodes; for `tree`)")
@@ -99,7 +113,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     cfg = BenchConfig(
         envs=envs, env_kwargs=_env_kwargs(envs, args.env_kwargs), methods=methods, seeds=args.seeds,
         budget=args.budget, policy=args.policy, group_size=args.group_size, target=args.target,
-        branching=args.branching, branch_every=args.branch_every,
+        branching=args.branching, branch_every=args.branch_every, hidden_size=args.hidden_size,
+        feature_size=args.feature_size, adam_lr=args.adam_lr,
     )
     cfg.check()
     return cfg

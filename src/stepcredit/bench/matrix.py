@@ -15,14 +15,19 @@ Layout of the output directory::
     OUT/curves_ENV.png                          learning curves (when matplotlib is installed)
     OUT/report.html                             self-contained report: table, curves, per-step credit
 
-A *method* is an estimator name (``grpo``) or a pipeline file (``path/to/pipe.toml``, named by
-its stem). A run is finished when its ``done.json`` exists; an interrupted run resumes from its
-last checkpoint (the trainer guarantees the same final metrics as an uninterrupted run).
+A *method* is an estimator name (``grpo``), a built-in pipeline name (``prm_grpo``, see
+:data:`PIPELINES`) or a pipeline file (``path/to/pipe.toml``, named by its stem). Before any
+run starts, :meth:`BenchConfig.check` checks every name, the trainer configuration and,
+for a method that needs a step field the trainer's rollouts do not always have (``process``
+for the PRM pipelines), that each environment gives it (one probe episode per environment). A
+run is finished when its ``done.json`` exists; an interrupted run resumes from its last
+checkpoint (the trainer guarantees the same final metrics as an uninterrupted run).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -31,15 +36,42 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from stepcredit._params import UsageError
 from stepcredit.bench.stats import Summary, auc, episodes_to_target, final_success, summarize
+from stepcredit.data import MissingColumnError, Rollouts
 from stepcredit.data.io import atomic_path
+from stepcredit.estimators import EstimatorError, list_estimators
 from stepcredit.pipeline import Pipeline
+from stepcredit.train.trainer import TrainConfig
 
 __all__ = [
-    "BenchConfig", "BenchError", "BenchResult", "RunSpec", "collect_results", "plan_runs", "run_bench", "run_one",
-    "train_config",
+    "PIPELINES", "BenchConfig", "BenchError", "BenchResult", "RunSpec", "check_env_fields", "collect_results",
+    "method_name", "method_pipeline", "plan_runs", "run_bench", "run_one", "train_config",
 ]
+
+#: Built-in pipelines, usable as bench methods by name: name -> (one line of what it is, the
+#: pipeline in ``Pipeline.to_dict`` layout). Both fold a process reward model's scores (the
+#: step field ``process``; the environments' oracle scores until real PRMs are trained) into
+#: the rewards with ``prm_clip`` (r̃_t = min(p_t − η, 0), η = 0.5: only steps the PRM scores
+#: below η are penalised, so padding an episode with steps the PRM likes never pays).
+PIPELINES: dict[str, tuple[str, dict[str, Any]]] = {
+    "prm_grpo": (
+        "prm_clip (target=outcome: R' = R + Σ_t min(p_t − 0.5, 0)) then grpo: a PRM folded into an outcome estimator",
+        {"estimator": {"name": "grpo"}, "transforms": [{"name": "prm_clip", "eta": 0.5, "target": "outcome"}]},
+    ),
+    "prm_gigpo": (
+        "prm_clip (target=reward: r'_t = r_t + min(p_t − 0.5, 0)) then gigpo: PRM step rewards in anchor-state credit",
+        {"estimator": {"name": "gigpo"}, "transforms": [{"name": "prm_clip", "eta": 0.5, "target": "reward"}]},
+    ),
+}
+
+#: the trainer's defaults of the policy knobs the bench passes on (one source: ``TrainConfig``)
+_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+#: BenchConfig fields left out of ``to_dict`` at their defaults, so that the ``bench.json`` of
+#: directories written before they existed still matches (resume)
+_OPTIONAL_FIELDS = ("hidden_size", "feature_size", "adam_lr")
 
 
 class BenchError(UsageError):
@@ -54,14 +86,15 @@ class BenchConfig:
     """Environment names (``stepcredit.envs``; ``gym:ENV_ID`` for gymnasium)."""
     env_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per environment name, its keyword parameters (difficulty knobs)."""
-    methods: tuple[str, ...] = ("grpo", "rloo", "gigpo", "salt")
-    """Estimator names, or paths of pipeline TOML files (named by their stem)."""
+    methods: tuple[str, ...] = ("grpo", "rloo", "gigpo", "salt", "prm_grpo")
+    """Estimator names, built-in pipeline names (:data:`PIPELINES`), or paths of pipeline TOML
+    files (named by their stem)."""
     seeds: int = 5
     """Training seeds per cell (0..seeds-1)."""
     budget: int = 6000
     """Episodes per run."""
     policy: str = "tabular"
-    """Policy kind (``stepcredit.policies``)."""
+    """Policy kind (``stepcredit.train.POLICIES``)."""
     group_size: int = 8
     """Episodes per task instance (G)."""
     target: float = 0.8
@@ -73,16 +106,35 @@ class BenchConfig:
     ``stepcredit.train.TrainConfig.branching``."""
     branch_every: int = 1
     """With ``branching``: fork at every this many steps."""
+    hidden_size: int = _TRAIN_DEFAULTS["hidden_size"]
+    """H, the hidden width of the torch policies (``TrainConfig.hidden_size``)."""
+    feature_size: int = _TRAIN_DEFAULTS["feature_size"]
+    """F, the hashed text-feature buckets of the torch policies (``TrainConfig.feature_size``)."""
+    adam_lr: float = _TRAIN_DEFAULTS["adam_lr"]
+    """Adam's step size for the torch policies (``TrainConfig.adam_lr``)."""
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (``bench.json``). Fields that did not exist in earlier versions are
+        left out at their defaults (``branching``/``branch_every`` when branching is off, the
+        torch policy knobs), so directories written before them still resume."""
         d = asdict(self)
         d["envs"], d["methods"] = list(self.envs), list(self.methods)
         d["env_kwargs"] = {k: dict(v) for k, v in self.env_kwargs.items()}
         if not self.branching:  # as the trainer does: configs without branching keep their old form
             del d["branching"], d["branch_every"]
+        for name in _OPTIONAL_FIELDS:
+            if d[name] == _TRAIN_DEFAULTS[name]:
+                del d[name]
         return d
 
     def check(self) -> None:
+        """Check the whole matrix before any run starts: the counts, every method name or
+        pipeline file, the trainer configuration (policy, knobs), and that every
+        environment gives the step fields each method needs (:func:`check_env_fields`).
+
+        Raises:
+            BenchError, or the ``UsageError`` of the stage, environment or trainer configuration.
+        """
         if not self.envs or not self.methods:
             raise BenchError("give at least one environment and one method")
         if self.seeds < 1 or self.budget < 1 or self.group_size < 1:
@@ -90,19 +142,92 @@ class BenchConfig:
         if not 0 < self.target <= 1:
             raise BenchError(f"target={self.target} must lie in (0, 1]")
         for m in self.methods:
-            method_pipeline(m)  # raises for unknown estimators or bad pipeline files
+            method_pipeline(m)  # raises for unknown names or bad pipeline files
+        train_config(self, plan_runs(self)[0])  # TrainConfig checks the policy and its knobs
+        check_env_fields(self)
 
 
 def method_name(method: str) -> str:
-    """The display name of a method: the estimator, or a pipeline file's stem."""
+    """The display name of a method: the estimator or built-in pipeline name, or a pipeline file's stem."""
     return Path(method).stem if method.endswith(".toml") else method
 
 
 def method_pipeline(method: str) -> Pipeline:
-    """The pipeline of a method (an estimator with its defaults, or a pipeline file)."""
+    """The pipeline of a method: a pipeline file (``*.toml``), a built-in pipeline
+    (:data:`PIPELINES`) or an estimator with its defaults.
+
+    Raises:
+        BenchError: an unknown name (the message lists the estimators and the built-in pipelines).
+        PipelineError: a pipeline file that cannot be read or is invalid.
+    """
     if method.endswith(".toml"):
         return Pipeline.load(method)
-    return Pipeline.build(method)
+    if method in PIPELINES:
+        return Pipeline.from_dict(PIPELINES[method][1], f"built-in pipeline '{method}'")
+    try:
+        return Pipeline.build(method)
+    except EstimatorError:
+        names = ", ".join(sorted(s.name for s in list_estimators()))
+        raise BenchError(
+            f"unknown estimator '{method}' (nor a built-in pipeline); valid estimators: {names}; "
+            f"built-in pipelines: {', '.join(sorted(PIPELINES))}; or a pipeline file PATH.toml"
+        ) from None
+
+
+def _probe_rollouts(cfg: BenchConfig, env: str | None) -> Rollouts:
+    """The rollouts of one probe group as the trainer collects them, or (``env`` None) one
+    episode holding only the step fields the trainer always records."""
+    if env is None:
+        steps = [{"state": "s", "action": "a", "reward": 0.0, "logp": 0.0, "ref_logp": 0.0, "grounding": 1.0}]
+        if cfg.branching:
+            steps[0]["node"] = 0
+        return Rollouts.from_records([{"episode_id": "e", "group_id": "g", "outcome": 0.0, "steps": steps}])
+    from stepcredit.envs import make_env
+    from stepcredit.policies import TabularPolicy
+    from stepcredit.train import collect, collect_tree
+
+    kwargs = dict(cfg.env_kwargs.get(env, {}))
+    rng = np.random.default_rng(0)
+    if cfg.branching:
+        envs = [make_env(env, **kwargs) for _ in range(cfg.group_size)]
+        return collect_tree(envs, TabularPolicy(), [0], cfg.group_size, rng, branching=cfg.branching,
+                            branch_every=cfg.branch_every).rollouts
+    return collect([make_env(env, **kwargs)], TabularPolicy(), [0], 1, rng).rollouts
+
+
+def check_env_fields(cfg: BenchConfig) -> None:
+    """Check that every environment gives the step fields every method needs.
+
+    A method whose pipeline runs on the fields the trainer always records (state, action,
+    reward, logp, ref_logp, grounding; node with branching) passes without building anything;
+    for the others (e.g. the PRM pipelines, which need ``process``), each environment plays one
+    probe episode (task seed 0, a uniform policy) through the trainer's collector and the
+    pipeline is checked against it.
+
+    Raises:
+        BenchError: naming the method, the environment and the missing field.
+    """
+    base = _probe_rollouts(cfg, None)
+    needy = []
+    for m in cfg.methods:
+        try:
+            method_pipeline(m).check(base)
+        except MissingColumnError:
+            needy.append(m)
+    if not needy:
+        return
+    for env in cfg.envs:
+        ro = _probe_rollouts(cfg, env)
+        for m in needy:
+            try:
+                method_pipeline(m).check(ro)
+            except MissingColumnError as exc:
+                hint = " (built-in environments with oracle process scores: lock_chain, keydoor, arith_chain)"
+                raise BenchError(
+                    f"method '{method_name(m)}' cannot run on environment '{env}': its rollouts have no field "
+                    f"'{exc.column}', which {exc.by} needs (fields present: {', '.join(exc.present) or 'none'}). "
+                    f"Leave out the method or the environment" + (hint if exc.column == "process" else "")
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -123,10 +248,8 @@ def plan_runs(cfg: BenchConfig) -> list[RunSpec]:
     return [RunSpec(e, m, s) for e in cfg.envs for m in cfg.methods for s in range(cfg.seeds)]
 
 
-def train_config(cfg: BenchConfig, run: RunSpec):
+def train_config(cfg: BenchConfig, run: RunSpec) -> TrainConfig:
     """The trainer's configuration of one run of the matrix."""
-    from stepcredit.train import TrainConfig  # the trainer pulls in the policies: import on use
-
     pipe = method_pipeline(run.method)
     return TrainConfig(
         env=run.env,
@@ -140,6 +263,9 @@ def train_config(cfg: BenchConfig, run: RunSpec):
         target=cfg.target,
         branching=cfg.branching,
         branch_every=cfg.branch_every,
+        hidden_size=cfg.hidden_size,
+        feature_size=cfg.feature_size,
+        adam_lr=cfg.adam_lr,
     )
 
 
@@ -150,7 +276,10 @@ def run_one(cfg: BenchConfig, run: RunSpec, out: Path, progress: Callable[[Mappi
     d = run.directory(out)
     if (d / "done.json").exists():
         return d
-    result = train(train_config(cfg, run), d, progress=progress)
+    try:
+        result = train(train_config(cfg, run), d, progress=progress)
+    except MissingColumnError as exc:  # a field the probe of check_env_fields did not catch: name the run
+        raise BenchError(f"run {run.env} / {method_name(run.method)} / seed {run.seed}: {exc}") from None
     if result.completed:
         with atomic_path(d / "done.json") as tmp:
             Path(tmp).write_text(json.dumps({"env": run.env, "method": run.method, "seed": run.seed}) + "\n")

@@ -22,6 +22,11 @@ Step labels (the process labels a PRM is trained on), in ``info`` after every st
   own previous value (a local check: the steps after a first error can be consistent).
 * ``"true_value"``: v_t.
 
+* ``"process"``: the oracle process score (a stand-in for a PRM), ``float(step_correct)``; with
+  ``prm_noise`` = q > 0 it is flipped (1 − p) on a fixed fraction q of (task seed, state,
+  action) triples, the same ones every time: a PRM that makes consistent mistakes
+  (``stepcredit.envs.base.oracle_process``). It never changes anything else.
+
 On the last step ``info["first_error"]`` is the 0-based index, among the episode's steps (the
 rollout's step index), of the first step with ``step_correct`` False, or −1 when there is none.
 
@@ -52,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from stepcredit.envs.base import EnvError, StepResult, register_env
+from stepcredit.envs.base import EnvError, StepResult, check_prm_noise, oracle_process, register_env
 
 __all__ = ["ArithChain", "arith_chain"]
 
@@ -80,8 +85,10 @@ def _seed_word(value: int) -> int:
 class ArithChain:
     """The environment (see the module docstring)."""
 
-    def __init__(self, length: int, max_number: int, n_candidates: int, max_steps: int):
+    def __init__(self, length: int, max_number: int, n_candidates: int, max_steps: int, prm_noise: float = 0.0):
         self.length, self.max_number, self.n_candidates, self.max_steps = length, max_number, n_candidates, max_steps
+        self.prm_noise = prm_noise
+        self._seed: int | None = None
         self.question = ""
         self._ops: list[tuple[str, int]] = []
         self._true: list[int] = []  # v_0..v_K
@@ -129,6 +136,7 @@ class ArithChain:
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         rng = np.random.default_rng(seed)
+        self._seed = seed
         start = int(rng.integers(1, self.max_number + 1))
         self._ops = []
         for _ in range(self.length):
@@ -162,6 +170,11 @@ class ArithChain:
             op, n = self._ops[self._t]
             info["step_correct"] = stated == self._true[self._t + 1]
             info["step_consistent"] = stated == _apply(op, n, self._value)
+        process = float(info["step_correct"])
+        if self.prm_noise:  # keyed by the state the number is stated in (before it advances)
+            process = oracle_process(process, self.prm_noise, self._seed, self._obs(), action)
+        info["process"] = process
+        if stated is not None:
             self._t, self._value = self._t + 1, stated
         if not info["step_correct"] and self._first_error < 0:
             self._first_error = self._steps
@@ -184,7 +197,9 @@ class ArithChain:
 
 
 @register_env()
-def arith_chain(*, length: int = 4, max_number: int = 9, n_candidates: int = 4, max_steps: int = 0) -> ArithChain:
+def arith_chain(
+    *, length: int = 4, max_number: int = 9, n_candidates: int = 4, max_steps: int = 0, prm_noise: float = 0.0
+) -> ArithChain:
     """Multi-step arithmetic: state each intermediate result of a chain of operations.
 
     Args:
@@ -193,10 +208,13 @@ def arith_chain(*, length: int = 4, max_number: int = 9, n_candidates: int = 4, 
             from 2..max_number), >= 2.
         n_candidates: the number of candidate results in ``valid_actions()``, >= 2.
         max_steps: the step limit (invalid actions use it up), >= length; 0 = 2·K.
+        prm_noise: the fraction of steps whose oracle process score ``info["process"]`` is
+            flipped, in [0, 0.5]; a deterministic function of (task seed, state, action).
     """
     if length < 1 or max_number < 2 or n_candidates < 2 or max_steps < 0 or 0 < max_steps < length:
         raise EnvError(
             f"environment 'arith_chain': length={length} must be >= 1, max_number={max_number} >= 2, "
             f"n_candidates={n_candidates} >= 2, max_steps={max_steps} 0 (= 2·length) or >= length"
         )
-    return ArithChain(length, max_number, n_candidates, max_steps or 2 * length)
+    check_prm_noise("arith_chain", prm_noise)
+    return ArithChain(length, max_number, n_candidates, max_steps or 2 * length, prm_noise)

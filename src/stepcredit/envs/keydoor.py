@@ -38,6 +38,17 @@ layout takes 12 steps at size 5 and 18 at size 7), ``random_layout`` (the inner 
 the door row and the agent, key and goal cells drawn from the task seed, or one fixed layout
 per size so every task seed is the same task) and ``max_steps``.
 
+Oracle process score (a stand-in for a PRM), ``info["process"]`` on every step: 1.0 when the
+step made progress toward the current subgoal (the key while it is not held, then the door
+while it is locked, then the goal), else 0.0. Progress is picking up the key, opening the door,
+or a move to a cell whose shortest-path distance to the subgoal is strictly smaller than the
+distance of the cell it left (breadth-first search on the grid: walls block, the locked door
+blocks until opened, the key is the target of its own search). Distances are computed once per
+layout at ``reset``. An invalid action scores 0.0. With ``prm_noise`` = q > 0 the score is
+flipped (1 − p) on a fixed fraction q of (task seed, state, action) triples, the same ones
+every time: a PRM that makes consistent mistakes (``stepcredit.envs.base.oracle_process``).
+The score never changes the observations, rewards or states.
+
 Why step credit matters here: success needs three subgoals in order, and a random policy
 rarely chains them, so most groups are all-failures or have one success among many long
 failures. Within a group (same layout) the same cells are visited again and again with the
@@ -53,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from stepcredit.envs.base import EnvError, StepResult, register_env
+from stepcredit.envs.base import EnvError, StepResult, check_prm_noise, oracle_process, register_env
 
 __all__ = ["ACTIONS", "KeyDoor", "keydoor"]
 
@@ -62,6 +73,7 @@ _MOVES = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
 _NEIGHBOURS = tuple(_MOVES.values())
 
 Cell = tuple[int, int]
+_FAR = 1 << 30  # the distance of a cell the search does not reach
 
 
 class KeyDoor:
@@ -70,8 +82,11 @@ class KeyDoor:
     Cells are (row, column) inside the outer wall, 0-based: rows and columns ``0..size-1``.
     """
 
-    def __init__(self, size: int, random_layout: bool, max_steps: int):
-        self.size, self.random_layout, self.max_steps = size, random_layout, max_steps
+    def __init__(self, size: int, random_layout: bool, max_steps: int, prm_noise: float = 0.0):
+        self.size, self.random_layout, self.max_steps, self.prm_noise = size, random_layout, max_steps, prm_noise
+        self._seed: int | None = None
+        self._dist_layout: tuple | None = None  # the layout the distance maps were computed for
+        self._dist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._layout(np.random.default_rng(0))
         self._t = 0
         self._done = True
@@ -111,9 +126,45 @@ class KeyDoor:
         lines.append(f"carrying key: {'yes' if self._carrying else 'no'}")
         return "\n".join(lines)
 
+    def _distances(self, target: Cell, door_open: bool) -> np.ndarray:
+        """[size, size] shortest-path distances (in moves) from every cell to ``target``.
+
+        Breadth-first search from ``target`` over floor cells (the inner wall column blocks,
+        its door cell too unless ``door_open``); the key is not an obstacle here: the key's own
+        search starts at it, and afterwards it is picked up. Unreached cells get a large value.
+        """
+        n = self.size
+        dist = np.full((n, n), _FAR, dtype=np.int64)
+        dist[target] = 0
+        frontier = [target]
+        while frontier:
+            nxt = []
+            for r, c in frontier:
+                for dr, dc in _NEIGHBOURS:
+                    rr, cc = r + dr, c + dc
+                    if not (0 <= rr < n and 0 <= cc < n) or dist[rr, cc] != _FAR:
+                        continue
+                    if cc == self.wall_col and not (door_open and rr == self.door_row):
+                        continue
+                    dist[rr, cc] = dist[r, c] + 1
+                    nxt.append((rr, cc))
+            frontier = nxt
+        return dist
+
+    def subgoal_distances(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The distance maps of the three subgoals of the current layout: to the key (door
+        locked), to the door (door locked, key held) and to the goal (door open); cached per layout."""
+        layout = (self.wall_col, self.door_row, self.key, self.goal)
+        if self._dist is None or self._dist_layout != layout:
+            self._dist = (self._distances(self.key, False), self._distances(self.door, False), self._distances(self.goal, True))
+            self._dist_layout = layout
+        return self._dist
+
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode of task ``seed`` (the layout, when ``random_layout``): (observation, info)."""
         self._layout(np.random.default_rng(seed) if self.random_layout else None)
+        self._seed = seed
+        self.subgoal_distances()
         self._agent = self.start
         self._carrying = False
         self._door_open = False
@@ -144,37 +195,48 @@ class KeyDoor:
             raise RuntimeError("step() after the episode ended: call reset()")
         self._t += 1
         a = action.strip().lower() if isinstance(action, str) else ""
+        state = self._obs() if self.prm_noise else ""  # the state the action is taken in (for the flip)
         valid = False
+        progress = False
         if a in _MOVES:
             dr, dc = _MOVES[a]
             target = (self._agent[0] + dr, self._agent[1] + dc)
             if self._free(target):
+                to_key, to_door, to_goal = self._dist  # type: ignore[misc]
+                dist = to_goal if self._door_open else to_door if self._carrying else to_key
+                progress = bool(dist[target] < dist[self._agent])
                 self._agent, valid = target, True
         elif a == "pick up":
             if not self._carrying and self._next_to(self.key):
-                self._carrying = valid = True
+                self._carrying = valid = progress = True
         elif a == "open":
             if self._carrying and not self._door_open and self._next_to(self.door):
-                self._door_open = valid = True
+                self._door_open = valid = progress = True
+        process = 1.0 if progress else 0.0
+        if self.prm_noise:
+            process = oracle_process(process, self.prm_noise, self._seed, state, action)
         reached = self._agent == self.goal
         truncated = not reached and self._t >= self.max_steps
         self._done = reached or truncated
         obs = self._obs()
-        info: dict[str, Any] = {"state": obs, "valid": valid}
+        info: dict[str, Any] = {"state": obs, "valid": valid, "process": process}
         if self._done:
             info["success"] = reached
         return obs, 1.0 if reached else 0.0, reached, truncated, info
 
 
 @register_env()
-def keydoor(*, size: int = 5, random_layout: bool = True, max_steps: int = 0) -> KeyDoor:
+def keydoor(*, size: int = 5, random_layout: bool = True, max_steps: int = 0, prm_noise: float = 0.0) -> KeyDoor:
     """Gridworld: pick up the key, open the locked door, reach the goal (outcome 1, else 0).
 
     Args:
         size: the grid is size × size cells inside the outer wall (difficulty knob), >= 3.
         random_layout: draw the inner wall, door, agent, key and goal from the task seed; False = one fixed layout per size.
         max_steps: the step limit; 0 = 4·size².
+        prm_noise: the fraction of steps whose oracle process score ``info["process"]`` is
+            flipped, in [0, 0.5]; a deterministic function of (task seed, state, action).
     """
     if size < 3 or max_steps < 0:
         raise EnvError(f"environment 'keydoor': size={size} must be >= 3 and max_steps={max_steps} >= 0")
-    return KeyDoor(size, random_layout, max_steps or 4 * size * size)
+    check_prm_noise("keydoor", prm_noise)
+    return KeyDoor(size, random_layout, max_steps or 4 * size * size, prm_noise)

@@ -14,6 +14,13 @@ find that out from whole-episode successes, which are rare at the start.
 
 Observation: ``"lock position i/N"``; actions: ``"press d"`` for d in 0..K−1 (anything else is
 an invalid no-op, ``info["valid"] = False``, that still costs a step).
+
+Oracle process score (a stand-in for a PRM), ``info["process"]`` on every step: 1.0 when the
+press was the right digit c_i for the position it was made at, else 0.0 (a wrong digit or an
+invalid action). With ``prm_noise`` = q > 0 the score is flipped (1 − p) on a fixed fraction q
+of (task seed, state, action) triples, the same ones every time: a PRM that makes consistent
+mistakes (``stepcredit.envs.base.oracle_process``). The score never changes the observations,
+rewards or states.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from stepcredit.envs.base import EnvError, StepResult, register_env
+from stepcredit.envs.base import EnvError, StepResult, check_prm_noise, oracle_process, register_env
 
 __all__ = ["LockChain", "lock_chain"]
 
@@ -31,8 +38,9 @@ __all__ = ["LockChain", "lock_chain"]
 class LockChain:
     """The environment (see the module docstring)."""
 
-    def __init__(self, length: int, n_actions: int, max_steps: int):
-        self.length, self.n_actions, self.max_steps = length, n_actions, max_steps
+    def __init__(self, length: int, n_actions: int, max_steps: int, prm_noise: float = 0.0):
+        self.length, self.n_actions, self.max_steps, self.prm_noise = length, n_actions, max_steps, prm_noise
+        self._seed: int | None = None
         self._actions = [f"press {d}" for d in range(n_actions)]
         self._combination = np.zeros(length, dtype=np.int64)
         self._pos = 0
@@ -44,6 +52,7 @@ class LockChain:
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         rng = np.random.default_rng(seed)
+        self._seed = seed
         self._combination = rng.integers(0, self.n_actions, size=self.length)
         self._pos, self._t, self._done = 0, 0, False
         return self._obs(), {"state": self._obs()}
@@ -56,27 +65,33 @@ class LockChain:
             raise RuntimeError("step() after the episode ended: call reset()")
         self._t += 1
         valid = action in self._actions
+        right = valid and int(action.split()[1]) == self._combination[self._pos]
+        process = 1.0 if right else 0.0
+        if self.prm_noise:  # the key of the state the press is made in (before it moves the lock)
+            process = oracle_process(process, self.prm_noise, self._seed, self._obs(), action)
         if valid:
-            digit = int(action.split()[1])
-            self._pos = self._pos + 1 if digit == self._combination[self._pos] else 0
+            self._pos = self._pos + 1 if right else 0
         opened = self._pos == self.length
         truncated = not opened and self._t >= self.max_steps
         self._done = opened or truncated
-        info: dict[str, Any] = {"state": self._obs(), "valid": valid}
+        info: dict[str, Any] = {"state": self._obs(), "valid": valid, "process": process}
         if self._done:
             info["success"] = opened
         return self._obs(), 1.0 if opened else 0.0, opened, truncated, info
 
 
 @register_env()
-def lock_chain(*, length: int = 4, n_actions: int = 3, max_steps: int = 0) -> LockChain:
+def lock_chain(*, length: int = 4, n_actions: int = 3, max_steps: int = 0, prm_noise: float = 0.0) -> LockChain:
     """Combination lock of ``length`` positions; a wrong press sends the agent back to the start.
 
     Args:
         length: N, the number of positions (difficulty knob), >= 1.
         n_actions: K, the digits per position, >= 2.
         max_steps: the step limit; 0 = 4·N.
+        prm_noise: the fraction of steps whose oracle process score ``info["process"]`` is
+            flipped, in [0, 0.5]; a deterministic function of (task seed, state, action).
     """
     if length < 1 or n_actions < 2 or max_steps < 0:
         raise EnvError(f"environment 'lock_chain': length={length} must be >= 1, n_actions={n_actions} >= 2, max_steps={max_steps} >= 0")
-    return LockChain(length, n_actions, max_steps or 4 * length)
+    check_prm_noise("lock_chain", prm_noise)
+    return LockChain(length, n_actions, max_steps or 4 * length, prm_noise)
