@@ -22,7 +22,10 @@ What is recorded, per step t of episode i (episode-major order in the result):
   count it once. For the sparse-reward environments (every built-in one by default) outcome is
   the terminal reward (1 = solved) and every step reward is 0;
 * ``logp``: log π(a|s) under the behaviour policy (the policy that sampled the action), and
-  ``ref_logp``: log π₀(a|s) under the initial policy (uniform over the valid actions);
+  ``ref_logp``: log π₀(a|s) under the initial policy (uniform over the valid actions for the
+  tabular, MLP and GRU policies; the frozen initial model for ``LMPolicy``);
+* ``tokens``: the action's token count, when the policy's ``act`` result has a ``tokens``
+  attribute (``LMPolicy``; an environment's ``info["tokens"]`` then goes to ``meta["info"]``);
 * ``grounding``: 1 when the action was valid (``info.get("valid", True)``), else 0 (an
   ``info["grounding"]`` given by the environment wins);
 * the environment's ``info`` extras whose key is a step field of the data model (``process``,
@@ -74,6 +77,9 @@ class ActingPolicy(Protocol):
     A policy whose ``recurrent`` attribute is True (``GRUPolicy``) must also have
     ``start_episodes(n)``, called once before the episodes start, and accept
     ``act(..., episodes=[B] episode slots)``; other policies are called without ``episodes``.
+    A policy with a ``begin_collection()`` method (``LMPolicy``: it forgets its per-state
+    caches) has it called once at the start of every collection. An ``act`` result with a
+    ``tokens`` attribute ([B] token counts) gives the ``tokens`` step column.
     """
 
     def act(self, states: Sequence[str], valid_actions: Sequence[Sequence[str]], rng: np.random.Generator) -> _Acts: ...
@@ -115,6 +121,13 @@ def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
+def _begin(policy: Any) -> None:
+    """Tell a policy that keeps per-collection caches (``begin_collection``) that a collection starts."""
+    begin = getattr(policy, "begin_collection", None)
+    if begin is not None:
+        begin()
+
+
 def _batch(
     order: np.ndarray,
     offsets: np.ndarray,
@@ -138,7 +151,8 @@ def _batch(
         success: [E] bool success of each episode.
         iteration, G: for the ids.
         sampled: per sampled step: ``state``, ``action``, ``reward``, ``index``, ``logp``,
-            ``ref_logp``, ``grounding`` (lists or arrays of the same length).
+            ``ref_logp``, ``grounding`` and optionally ``tokens`` (the policy's token counts)
+            (lists or arrays of the same length).
         extras: info key -> {sampled step: value}.
         node: also store ``node`` = the sampled step (the shared steps of a rollout tree).
     """
@@ -158,10 +172,12 @@ def _batch(
     }
     if node:
         steps["node"] = order.tolist()
+    if "tokens" in sampled:
+        steps["tokens"] = np.asarray(sampled["tokens"], dtype=np.int64)[order]
     n_sampled = len(sampled["state"])
     meta_info: dict[str, list[Any]] = {}
     for key, vals in extras.items():
-        if key in _INFO_FIELDS and len(vals) == n_sampled:
+        if key in _INFO_FIELDS and key not in steps and len(vals) == n_sampled:
             steps[key] = [vals[int(q)] for q in order]
         elif all(_is_scalar(v) for v in vals.values()):
             meta_info[key] = [vals.get(int(q)) for q in order]
@@ -244,9 +260,11 @@ def collect(
     s_logp: list[np.ndarray] = []
     s_ref: list[np.ndarray] = []
     s_ground: list[float] = []
+    s_tokens: list[np.ndarray] = []
     extras: dict[str, dict[int, Any]] = {}  # key -> {step position: value}
     success = np.zeros(E, dtype=bool)
     live = list(range(E))
+    _begin(policy)
     recurrent = bool(getattr(policy, "recurrent", False))
     if recurrent:
         policy.start_episodes(E)  # type: ignore[attr-defined]
@@ -259,6 +277,8 @@ def collect(
         s_index.append(np.asarray(acts.index, dtype=np.int64))
         s_logp.append(np.asarray(acts.log_prob, dtype=np.float64))
         s_ref.append(np.asarray(acts.ref_log_prob, dtype=np.float64))
+        if hasattr(acts, "tokens"):
+            s_tokens.append(np.asarray(acts.tokens, dtype=np.int64))
         still: list[int] = []
         for k, e in enumerate(live):
             text = valid[k][int(acts.index[k])]
@@ -290,6 +310,8 @@ def collect(
         "state": s_state, "action": s_action, "reward": s_reward, "index": np.concatenate(s_index),
         "logp": np.concatenate(s_logp), "ref_logp": np.concatenate(s_ref), "grounding": s_ground,
     }
+    if s_tokens:
+        sampled["tokens"] = np.concatenate(s_tokens)
     ep_group = np.repeat(np.arange(n), G)
     return _batch(order, offsets, ep_group, np.asarray(task_seeds, dtype=np.int64).tolist(), success,
                   iteration, G, sampled, extras)
@@ -370,6 +392,7 @@ def collect_tree(
     if bool(getattr(policy, "recurrent", False)):
         raise ValueError("collect_tree: a recurrent policy cannot be used with branching (its memory cannot be forked)")
     seeds = [int(s) for s in np.asarray(task_seeds, dtype=np.int64).tolist()]
+    _begin(policy)
     free = list(range(n * G - 1, -1, -1))  # a stack of free environments (pop gives the lowest)
     live: list[_Path] = []
     for g in range(n):
@@ -386,6 +409,7 @@ def collect_tree(
     s_logp: list[float] = []
     s_ref: list[float] = []
     s_ground: list[float] = []
+    s_tokens: list[int] = []
     extras: dict[str, dict[int, Any]] = {}
     leaves: list[tuple[_Path, bool]] = []  # (path, success)
     t = 0
@@ -414,6 +438,8 @@ def collect_tree(
         idx = np.asarray(acts.index, dtype=np.int64)
         logp = np.asarray(acts.log_prob, dtype=np.float64)
         ref = np.asarray(acts.ref_log_prob, dtype=np.float64)
+        if hasattr(acts, "tokens"):
+            s_tokens.extend(np.asarray(acts.tokens, dtype=np.int64).tolist())
         still: list[_Path] = []
         for i, p in enumerate(live):
             text = valid[i][int(idx[i])]
@@ -460,5 +486,7 @@ def collect_tree(
         "state": s_state, "action": s_action, "reward": s_reward, "index": s_index,
         "logp": s_logp, "ref_logp": s_ref, "grounding": s_ground,
     }
+    if s_tokens:
+        sampled["tokens"] = s_tokens
     return _batch(order, offsets, np.asarray(ep_group, dtype=np.int64), seeds, np.asarray(ep_success, dtype=bool),
                   iteration, G, sampled, extras, node=True)
