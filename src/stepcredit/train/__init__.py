@@ -7,6 +7,7 @@
 See ``stepcredit.train.trainer`` for the algorithm and docs/train.md for the details.
 """
 
+from stepcredit.train.ppo import clipped_surrogate_token_coef, old_token_log_prob, ppo_update_tokens
 from stepcredit.train.rollout import CollectedBatch, collect, collect_tree
 from stepcredit.train.trainer import (
     CHECKPOINT,
@@ -33,10 +34,13 @@ __all__ = [
     "TrainError",
     "TrainResult",
     "clipped_surrogate_coef",
+    "clipped_surrogate_token_coef",
     "collect",
     "collect_tree",
     "episodes_to_target",
     "iteration_metrics",
+    "old_token_log_prob",
     "ppo_update",
+    "ppo_update_tokens",
     "train",
 ]
