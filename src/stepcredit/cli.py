@@ -7,6 +7,8 @@
     stepcredit filters [--params]
     stepcredit bench [--env E ...] [-e ESTIMATOR ...] [--pipeline FILE ...] [--seeds N] [--budget EPISODES] [--out DIR]
     stepcredit report RUN_DIR
+    stepcredit prm label|train|score|eval|search ...   # process reward models (docs/prm.md)
+    stepcredit distance ...                             # EPIC / STARC reward distances (docs/metrics.md)
 
 Exit status: 0 on success; 1 for a bad or unreadable input file (the one-line message names
 the file, record and field); 2 for bad usage (unknown estimator, transform or filter, bad
@@ -114,6 +116,12 @@ def _build_parser() -> argparse.ArgumentParser:
     from stepcredit.bench.cli import add_parsers  # the benchmark's commands
 
     add_parsers(sub)
+    from stepcredit.prm.cli import add_parsers as add_prm_parsers  # process reward models
+
+    add_prm_parsers(sub)
+    from stepcredit.metrics.cli import add_distance_parser  # reward distances
+
+    add_distance_parser(sub)
     return parser
 
 
