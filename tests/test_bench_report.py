@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stepcredit.bench.matrix import BenchResult, method_name, run_bench
+from stepcredit.bench.matrix import BenchConfig, BenchResult, method_name, run_bench
 from stepcredit.bench.report import NEGATIVE, POSITIVE, credit_colour, credit_view, write_report
 
 # the bench of tests/test_bench.py: lock_chain of length 2, grpo vs gigpo, 2 seeds, 96 episodes
@@ -235,3 +235,20 @@ def test_the_report_renders_in_headless_chromium(bench, tmp_path):
     assert near((31, 119, 180)) > 50, "no learning-curve line (matplotlib's first colour) rendered"
     assert near((0xFF, 0xF4, 0xD6), tol=3) > 500, "the results table's censored cells did not render"
     assert near(POSITIVE, tol=30) > 200 and near(NEGATIVE, tol=60) > 200, "the credit view's colours did not render"
+
+
+@pytest.mark.parametrize("policy", ["mlp", "lm"])
+def test_credit_view_loads_the_trained_policy_of_its_kind(policy, tmp_path):
+    # the checkpoint of a torch or language-model run is read back into a policy of the run's
+    # kind (a tabular policy cannot read it), and the view's episodes come from that policy
+    pytest.importorskip("torch")
+    if policy == "lm":
+        pytest.importorskip("transformers")
+    cfg = BenchConfig(envs=("lock_chain",), env_kwargs={"lock_chain": {"length": 3}}, methods=("grpo",),
+                      seeds=1, budget=128, policy=policy)
+    result = run_bench(cfg, tmp_path)
+    view = credit_view(result, tmp_path, "lock_chain", episodes=2)
+    assert view.source.startswith("the final policy of grpo") or "initial policy" in (view.note or "")
+    assert len(view.episode_ids) == 2
+    page = write_report(result, tmp_path).read_text(encoding="utf-8")
+    assert "missing array" not in page and "no credit view" not in page

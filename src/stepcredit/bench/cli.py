@@ -54,9 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seeds", type=int, default=DEFAULT.seeds, help=f"seeds per cell (default {DEFAULT.seeds})")
     b.add_argument("--budget", type=int, default=DEFAULT.budget, help=f"episodes per run (default {DEFAULT.budget})")
     b.add_argument("--policy", default=DEFAULT.policy, choices=trainer.POLICIES,
-                   help=f"policy (default {DEFAULT.policy}; all but tabular need the torch extra)")
+                   help=f"policy (default {DEFAULT.policy}; mlp and gru need the torch extra, lm the lm extra)")
     b.add_argument("--hidden-size", type=int, default=DEFAULT.hidden_size, metavar="H",
-                   help=f"hidden width of the torch policies (default {DEFAULT.hidden_size})")
+                   help=f"hidden width of the mlp, gru and lm policies (default {DEFAULT.hidden_size})")
     b.add_argument("--feature-size", type=int, default=DEFAULT.feature_size, metavar="F",
                    help=f"hashed text-feature buckets of the torch policies (default {DEFAULT.feature_size})")
     b.add_argument("--adam-lr", type=float, default=DEFAULT.adam_lr, metavar="LR",

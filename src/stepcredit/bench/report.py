@@ -177,10 +177,15 @@ def _task_seeds(tc: Any, seed: int) -> list[int]:
     return [int(pool[k % pool.size]) for k in range(tc.tasks_per_iter)]
 
 
-def _load_policy(run_dir: Path):
-    from stepcredit.policies import TabularPolicy
+def _initial_policy(tc: Any) -> Any:
+    """A fresh policy of the run's kind, as the trainer builds it (its initial policy)."""
+    from stepcredit.train.trainer import _new_policy
 
-    policy = TabularPolicy()
+    return _new_policy(tc, np.random.SeedSequence(tc.seed).spawn(4)[3])
+
+
+def _load_policy(run_dir: Path, tc: Any):
+    policy = _initial_policy(tc)
     path = run_dir / "checkpoint.npz"
     if not path.exists():
         return policy, False
@@ -218,7 +223,6 @@ def credit_view(result: BenchResult, out: Path, env: str, *, episodes: int = 8, 
     """
     from stepcredit.bench.matrix import train_config
     from stepcredit.envs import make_env
-    from stepcredit.policies import TabularPolicy
     from stepcredit.train import collect
 
     cfg = result.config
@@ -226,11 +230,11 @@ def credit_view(result: BenchResult, out: Path, env: str, *, episodes: int = 8, 
     tc = train_config(cfg, first)
     envs = [make_env(env, **tc.env_kwargs) for _ in range(tc.episodes_per_iter)]
     seeds = _task_seeds(tc, seed)
-    trained, found = _load_policy(first.directory(out))
+    trained, found = _load_policy(first.directory(out), tc)
     candidates = []
     if found:
         candidates.append((trained, f"the final policy of {method_name(cfg.methods[0])}, seed 0"))
-    candidates.append((TabularPolicy(), "the initial (uniform) policy"))
+    candidates.append((_initial_policy(tc), "the initial (uniform) policy" if tc.policy != "lm" else "the initial policy"))
     note = None
     batch = None
     for policy, source in candidates:
