@@ -134,6 +134,12 @@ class ArithChain:
             spread += 1
         return [str(c) for c in sorted(chosen)]
 
+    @property
+    def task(self) -> tuple[int, tuple[tuple[str, int], ...]]:
+        """(start, ((op, n), ...)) of the current task; ``reset(options={"start": ..., "ops": ...})``
+        plays an explicit one."""
+        return self._true[0] if self._true else 0, tuple(self._ops)
+
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         rng = np.random.default_rng(seed)
         self._seed = seed
@@ -144,6 +150,12 @@ class ArithChain:
             low = 2 if op == "multiply" else 1
             self._ops.append((op, int(rng.integers(low, max(low, self.max_number) + 1))))
         self._salt = int(rng.integers(2**62))
+        if options and ("start" in options or "ops" in options):  # an explicit task (contrast sets)
+            start = int(options.get("start", start))
+            ops = [(str(op), int(n)) for op, n in options.get("ops", self._ops)]
+            if len(ops) != self.length or any(op not in _OPS for op, _ in ops):
+                raise EnvError(f"environment 'arith_chain': options['ops'] must be {self.length} (op, n) pairs with op in {_OPS}")
+            self._ops = ops
         self._true = [start]
         for op, n in self._ops:
             self._true.append(_apply(op, n, self._true[-1]))
