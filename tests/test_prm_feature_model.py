@@ -40,27 +40,27 @@ def test_constant_features_fit_the_mean_soft_label():
     # optimum is w·x constant and σ(θ·x) = mean label (cross-entropy's minimiser), here 0.3
     y = [0.0, 0.5, 0.4, 0.3, 0.3]
     ro = _ro([("s", "a")] * 5, label=y)
-    m = FeaturePRM(feature_size=16, l2=1.0).fit(ro)
-    np.testing.assert_allclose(m.score_steps(ro), np.full(5, 0.3), rtol=0, atol=1e-9)
-    r = FeaturePRM(feature_size=16, objective="ridge", l2=1.0).fit(ro)
-    np.testing.assert_allclose(r.score_steps(ro), np.full(5, 0.3), rtol=0, atol=1e-9)
+    m = FeaturePRM(feature_size=16, pair_size=16, l2=1.0, tol=1e-12).fit(ro)
+    np.testing.assert_allclose(m.score_steps(ro), np.full(5, 0.3), rtol=0, atol=1e-8)
+    r = FeaturePRM(feature_size=16, pair_size=16, objective="ridge", l2=1.0, tol=1e-12).fit(ro)
+    np.testing.assert_allclose(r.score_steps(ro), np.full(5, 0.3), rtol=0, atol=1e-8)
 
 
 def test_pair_features_memorise_step_correctness():
     steps, y = _lock_steps(np.random.default_rng(0), 400)
     ro = _ro(steps, per_episode=4, label=y.tolist())
-    m = FeaturePRM(feature_size=64, l2=0.1).fit(ro)
+    m = FeaturePRM(feature_size=64, pair_size=1024, l2=0.1).fit(ro)
     s = m.score_steps(ro)
     assert np.all(s[y == 1] > 0.9) and np.all(s[y == 0] < 0.1)
     # held-out steps of the same lock (pairs seen in training): scored right as well
     steps2, y2 = _lock_steps(np.random.default_rng(1), 200)
     s2 = m.score_steps(_ro(steps2, per_episode=4))
     assert np.all((s2 > 0.5) == (y2 == 1))
-    # the loss falls monotonically under Newton's method on this convex problem
+    # L-BFGS's line search only accepts decreasing steps
     assert all(b <= a + 1e-9 for a, b in zip(m.history, m.history[1:]))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), l2=st.floats(0.05, 10.0), soft=st.booleans())
 def test_logistic_solution_is_a_stationary_point(seed, l2, soft):
     # the fitted θ solves ∇ = Xᵀ(σ(Xθ) − y) + λ w = 0 (bias unpenalised): checked from the
@@ -70,16 +70,16 @@ def test_logistic_solution_is_a_stationary_point(seed, l2, soft):
     if soft:
         y = rng.random(60)
     ro = _ro(steps, per_episode=3, label=y.tolist())
-    m = FeaturePRM(feature_size=16, l2=l2).fit(ro)
-    X = m.features([s for s, _ in steps], [a for _, a in steps])
+    m = FeaturePRM(feature_size=16, pair_size=64, l2=l2, tol=1e-9).fit(ro)
+    X = m.features([s for s, _ in steps], [a for _, a in steps]).toarray()
     p = 1 / (1 + np.exp(-(X @ m.theta)))
     reg = np.full(m.dim, l2)
     reg[-1] = 0
     grad = X.T @ (p - y) + reg * m.theta
-    assert np.max(np.abs(grad)) < 1e-7
+    assert np.max(np.abs(grad)) < 1e-6  # an arbitrary θ has gradients of order 1-10 here
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), l2=st.floats(0.01, 10.0))
 def test_ridge_equals_the_augmented_least_squares_solution(seed, l2):
     # min ‖y − Xθ‖² + λ‖w‖²  =  least squares on [X; √λ Ĩ] θ ≈ [y; 0]
@@ -89,14 +89,15 @@ def test_ridge_equals_the_augmented_least_squares_solution(seed, l2):
     mask = rng.random(50) < 0.8
     mask[0] = True
     ro = _ro(steps, per_episode=5)
-    m = FeaturePRM(feature_size=16, objective="ridge", l2=l2).fit(ro, labels=y, mask=mask)
-    X = m.features([s for s, _ in steps], [a for _, a in steps])[mask]
+    m = FeaturePRM(feature_size=16, pair_size=64, objective="ridge", l2=l2, tol=1e-11).fit(ro, labels=y, mask=mask)
+    Xall = m.features([s for s, _ in steps], [a for _, a in steps]).toarray()
+    X = Xall[mask]
     reg = np.sqrt(np.full(m.dim, l2))
     reg[-1] = 0
     A = np.vstack([X, np.diag(reg)])
     b = np.concatenate([y[mask], np.zeros(m.dim)])
     theta = np.linalg.lstsq(A, b, rcond=None)[0]
-    np.testing.assert_allclose(m.score_steps(ro), m.features([s for s, _ in steps], [a for _, a in steps]) @ theta, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(m.score_steps(ro), Xall @ theta, rtol=1e-6, atol=1e-8)
 
 
 def test_masked_steps_do_not_change_the_fit():
@@ -111,8 +112,8 @@ def test_masked_steps_do_not_change_the_fit():
 
 
 def test_pair_feature_by_hand():
-    m = FeaturePRM(feature_size=8, families=("pair",))
-    X = m.features(["s", "s", "t"], ["a", "a", "a"])
+    m = FeaturePRM(feature_size=8, pair_size=8, families=("pair",))
+    X = m.features(["s", "s", "t"], ["a", "a", "a"]).toarray()
     assert X.shape == (3, 9)
     np.testing.assert_array_equal(X[:, -1], 1.0)
     assert np.count_nonzero(X[:, :8], axis=1).tolist() == [1, 1, 1]
@@ -160,12 +161,15 @@ def test_load_errors(tmp_path):
 def test_bad_configs_and_labels():
     with pytest.raises(PRMError, match="feature_size"):
         FeaturePRM(feature_size=4)
+    with pytest.raises(PRMError, match="pair_size=4"):
+        FeaturePRM(pair_size=4)
     with pytest.raises(PRMError, match="families"):
         FeaturePRM(families=("words",))
     with pytest.raises(PRMError, match="objective"):
         FeaturePRM(objective="hinge")  # type: ignore[arg-type]
-    with pytest.raises(PRMError, match="l2"):
-        FeaturePRM(l2=-1)
+    for l2 in (-1, 0, float("inf")):
+        with pytest.raises(PRMError, match="l2"):
+            FeaturePRM(l2=l2)
     ro = _ro([("s", "a"), ("t", "b")])
     with pytest.raises(PRMError, match=r"label of step 1 is 2.0; the logistic objective needs labels in \[0, 1\]"):
         FeaturePRM(feature_size=8).fit(ro, labels=np.array([0.0, 2.0]))
