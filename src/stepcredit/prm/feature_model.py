@@ -78,7 +78,9 @@ class FeaturePRM:
         pair_size: P, buckets of the pair family (>= 8).
         families: the feature families, a non-empty subset of ``("state", "action", "pair", "local")``.
         objective: ``"logistic"`` (scores in (0, 1)) or ``"ridge"`` (raw linear scores).
-        l2: λ > 0 (the bias is not penalised).
+        l2: λ > 0 (the bias is not penalised). The default 0.1 lets the lookup families
+            memorise pairs seen once or twice (with λ = 1 their weights stay too small to
+            overrule the text families: measured on arith_chain in docs/prm.md).
         iterations: at most this many L-BFGS iterations.
         tol: stop when the largest gradient entry is below this.
     """
@@ -89,7 +91,7 @@ class FeaturePRM:
     pair_size: int = 65536
     families: tuple[str, ...] = FAMILIES
     objective: Literal["logistic", "ridge"] = "logistic"
-    l2: float = 1.0
+    l2: float = 0.1
     iterations: int = 1000
     tol: float = 1e-6
     theta: np.ndarray | None = field(default=None, repr=False)
