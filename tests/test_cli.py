@@ -20,6 +20,7 @@ from reference import progress as ref_progress
 from reference import redistribution as ref_redistribution
 from reference import tree as ref_tree
 from reference import turning as ref_turning
+from reference import oprl as ref_oprl
 from reference import outcome as ref_outcome
 from reference import value as ref_value
 from stepcredit.cli import main
@@ -79,6 +80,7 @@ ORACLES = {
     "turning_point": ref_turning.turning_point,
     "spa": ref_attribution.spa,
     "redistribute": ref_redistribution.redistribute,
+    "oprl": ref_oprl.oprl,
 }
 EXAMPLE_RUNS = [
     ("grpo", []), ("grpo", ["scale=batch"]), ("grpo", ["scale=none", "singleton=zero"]),
@@ -97,6 +99,7 @@ EXAMPLE_RUNS = [
     ("spa", ["features=state_action", "beta=0", "tol=1e-13", "iterations=1000"]),
     ("redistribute", []), ("redistribute", ["weights=importance", "base=rloo"]),
     ("potential", []), ("potential", ["gamma=0.9", "baseline=none"]),
+    ("oprl", []), ("oprl", ["w=0.5", "baseline=first_steps"]),
 ]
 
 

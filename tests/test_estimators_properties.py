@@ -65,6 +65,7 @@ GROUP_LOCAL: dict[str, Callable[[dict], bool]] = {
     "tree": lambda p: True,  # node values from the episodes of the node's own group
     "salt": lambda p: True,  # steps merge only within a group
     "redistribute": lambda p: True,  # each episode's base advantage, spread over its steps
+    "oprl": lambda p: True,  # RLOO of the group's outcomes + the group's step rewards
     # the progress model is fitted on the whole batch unless its features are scoped by group
     "spa": lambda p: p.get("variant", "paper") == "code" or p.get("scope", "global") == "group",
 }

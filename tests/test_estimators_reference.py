@@ -19,6 +19,7 @@ from reference import anchor as ref_anchor
 from reference import attribution as ref_attribution
 from reference import graph as ref_graph
 from reference import information as ref_information
+from reference import oprl as ref_oprl
 from reference import progress as ref_progress
 from reference import redistribution as ref_redistribution
 from reference import tree as ref_tree
@@ -50,6 +51,7 @@ ORACLES: dict[str, typing.Callable[..., OracleCredit]] = {
     "turning_point": ref_turning.turning_point,
     "spa": ref_attribution.spa,
     "redistribute": ref_redistribution.redistribute,
+    "oprl": ref_oprl.oprl,
 }
 GRIDS: dict[str, dict[str, tuple]] = {
     "grpo": {

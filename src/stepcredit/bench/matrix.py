@@ -16,7 +16,10 @@ Layout of the output directory::
     OUT/report.html                             self-contained report: table, curves, per-step credit
 
 A *method* is an estimator name (``grpo``), a built-in pipeline name (``prm_grpo``, see
-:data:`PIPELINES`) or a pipeline file (``path/to/pipe.toml``, named by its stem). Before any
+:data:`PIPELINES`) or a pipeline file (``path/to/pipe.toml``, named by its stem). A method whose
+estimator reads an online PRM's step rewards (:data:`ONLINE_PRM`: ``oprl``) runs with that PRM
+trained alongside the policy (``TrainConfig.online_prm``), which writes the ``process`` field
+itself, so it runs on every environment. Before any
 run starts, :meth:`BenchConfig.check` checks every name, the trainer configuration and,
 for a method that needs a step field the trainer's rollouts do not always have (``process``
 for the PRM pipelines), that each environment gives it (one probe episode per environment). A
@@ -47,7 +50,7 @@ from stepcredit.pipeline import Pipeline
 from stepcredit.train.trainer import TrainConfig
 
 __all__ = [
-    "PIPELINES", "BenchConfig", "BenchError", "BenchResult", "RunSpec", "check_env_fields", "collect_results",
+    "ONLINE_PRM", "PIPELINES", "BenchConfig", "BenchError", "BenchResult", "RunSpec", "check_env_fields", "collect_results",
     "method_name", "method_pipeline", "plan_runs", "run_bench", "run_one", "train_config",
 ]
 
@@ -66,6 +69,11 @@ PIPELINES: dict[str, tuple[str, dict[str, Any]]] = {
         {"estimator": {"name": "gigpo"}, "transforms": [{"name": "prm_clip", "eta": 0.5, "target": "reward"}]},
     ),
 }
+
+#: Estimators that read the step rewards of an online PRM trained alongside the policy: a method
+#: whose pipeline's estimator is a key here runs with ``TrainConfig.online_prm`` set to the value
+#: (``oprl``: OPRL's implicit PRM, its rewards in the step field ``process``).
+ONLINE_PRM: dict[str, str] = {"oprl": "oprl"}
 
 #: the trainer's defaults of the policy knobs the bench passes on (one source: ``TrainConfig``)
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -199,7 +207,8 @@ def check_env_fields(cfg: BenchConfig) -> None:
     """Check that every environment gives the step fields every method needs.
 
     A method whose pipeline runs on the fields the trainer always records (state, action,
-    reward, logp, ref_logp, grounding; node with branching) passes without building anything;
+    reward, logp, ref_logp, grounding; node with branching; ``process`` for a method of
+    :data:`ONLINE_PRM`, whose trainer writes it) passes without building anything;
     for the others (e.g. the PRM pipelines, which need ``process``), each environment plays one
     probe episode (task seed 0, a uniform policy) through the trainer's collector and the
     pipeline is checked against it.
@@ -207,11 +216,17 @@ def check_env_fields(cfg: BenchConfig) -> None:
     Raises:
         BenchError: naming the method, the environment and the missing field.
     """
+    def probe(ro: Rollouts, pipe: Pipeline) -> Rollouts:
+        if pipe.estimator.name in ONLINE_PRM:  # the trainer's online PRM writes the process field
+            return ro.replace_columns(process=np.zeros(ro.n_steps))
+        return ro
+
     base = _probe_rollouts(cfg, None)
     needy = []
     for m in cfg.methods:
+        pipe = method_pipeline(m)
         try:
-            method_pipeline(m).check(base)
+            pipe.check(probe(base, pipe))
         except MissingColumnError:
             needy.append(m)
     if not needy:
@@ -219,8 +234,9 @@ def check_env_fields(cfg: BenchConfig) -> None:
     for env in cfg.envs:
         ro = _probe_rollouts(cfg, env)
         for m in needy:
+            pipe = method_pipeline(m)
             try:
-                method_pipeline(m).check(ro)
+                pipe.check(probe(ro, pipe))
             except MissingColumnError as exc:
                 hint = " (built-in environments with oracle process scores: lock_chain, keydoor, arith_chain)"
                 raise BenchError(
@@ -266,6 +282,7 @@ def train_config(cfg: BenchConfig, run: RunSpec) -> TrainConfig:
         hidden_size=cfg.hidden_size,
         feature_size=cfg.feature_size,
         adam_lr=cfg.adam_lr,
+        online_prm=ONLINE_PRM.get(pipe.estimator.name, "none"),
     )
 
 

@@ -8,6 +8,7 @@ from stepcredit.estimators import (  # noqa: F401  (registers the estimators)
     attribution,
     graph,
     information,
+    oprl,
     outcome,
     progress,
     redistribution,

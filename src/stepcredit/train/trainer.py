@@ -24,13 +24,19 @@ One iteration, top to bottom (docs/train.md has the long version):
 4. **Metrics** appended to ``metrics.jsonl``; every ``checkpoint_every`` iterations (and after
    the last) a checkpoint.
 
+With ``online_prm="oprl"`` an implicit process reward model π_φ (``stepcredit.train.online_prm``,
+a second policy of the same class, initialised like the policy) runs alongside: after step 1 it
+scores the batch, r_t = β (log π_φ(a_t|s_t) − log π_old(a_t|s_t)), written as the step field
+``process`` that step 2 reads (the ``oprl`` estimator); after step 3 it takes ``prm_epochs``
+ascent steps on OPRL's trajectory DPO loss over the batch's (success, failure) pairs.
+
 Determinism: all randomness comes from two generators seeded from ``seed`` (task draws and
 action draws), so the same config gives the same metrics (apart from the wall-clock fields).
 Checkpoint/resume: ``train`` on a directory holding a checkpoint continues from it; the
 checkpoint holds the policy's parameters (the tabular logits, or the torch policies' weights
-and Adam moments, all plain arrays), both generators' states, the pipeline state and the
-counters, so a run killed at any point and restarted ends with the same metrics as a run that
-never stopped.
+and Adam moments, all plain arrays), the online PRM's likewise, both generators' states, the
+pipeline state and the counters, so a run killed at any point and restarted ends with the same
+metrics as a run that never stopped.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from stepcredit.train.ppo import (  # noqa: F401  (re-exported)
     ppo_update,
     ppo_update_tokens,
 )
+from stepcredit.train.online_prm import OnlinePRM
 from stepcredit.train.rollout import CollectedBatch, collect, collect_tree
 
 __all__ = [
@@ -91,6 +98,9 @@ _ZERO = 1e-9  # |A| at or below this counts as a zero advantage
 #: config fields that do not change any iteration's result: a checkpoint resumes under new values
 #: (a larger budget extends a run to exactly the run that had that budget from the start)
 _FREE_FIELDS = ("budget", "checkpoint_every", "target")
+#: the online PRM's fields and defaults: left out of ``to_dict`` at their defaults, so that the
+#: configs and checkpoints of runs without it read as before these fields existed
+_PRM_DEFAULTS = {"online_prm": "none", "prm_beta": 0.05, "prm_lr": None, "prm_epochs": 1, "prm_q": "mean"}
 
 
 class TrainError(UsageError):
@@ -155,6 +165,22 @@ class TrainConfig:
     independent episodes per task. Not with ``policy="gru"``."""
     branch_every: int = 1
     """b, with ``branching``: paths fork at steps 0, b, 2b, ... until they owe one leaf each."""
+    online_prm: Literal["none", "oprl"] = "none"
+    """``"oprl"``: train an implicit PRM online, alternately with the policy (OPRL), and write its
+    step rewards r_t = β (log π_φ − log π_old) as the step field ``process`` before the credit
+    (for the ``oprl`` estimator). ``"none"``: off."""
+    prm_beta: float = 0.05
+    """β of the online PRM's implicit rewards and of its trajectory DPO loss."""
+    prm_lr: float | None = None
+    """The online PRM's step size; None: ``lr / prm_beta²`` for the tabular policy (a gradient
+    step of size ``lr`` on the implicit rewards r = β·logit differences, whose DPO gradient in
+    the logits carries a factor β), ``adam_lr`` for the others (Adam is scale-free)."""
+    prm_epochs: int = 1
+    """The online PRM's ascent steps per iteration."""
+    prm_q: Literal["sum", "mean"] = "mean"
+    """The trajectory score Q(τ) of the PRM loss: the mean (official code; default: the PRM's
+    step then does not grow with the episode length) or the sum (the paper's β log π_φ(τ)/π_old(τ))
+    of the trajectory's implicit step rewards."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "env_kwargs", dict(self.env_kwargs))
@@ -175,6 +201,11 @@ class TrainConfig:
             ("adam_lr", math.isfinite(self.adam_lr) and self.adam_lr > 0, "> 0"),
             ("branching", self.branching == 0 or self.branching >= 2, "0 (off) or >= 2"),
             ("branch_every", self.branch_every >= 1, ">= 1"),
+            ("online_prm", self.online_prm in ("none", "oprl"), "'none' or 'oprl'"),
+            ("prm_beta", math.isfinite(self.prm_beta) and self.prm_beta > 0, "> 0"),
+            ("prm_lr", self.prm_lr is None or (math.isfinite(self.prm_lr) and self.prm_lr > 0), "None or > 0"),
+            ("prm_epochs", self.prm_epochs >= 1, ">= 1"),
+            ("prm_q", self.prm_q in ("sum", "mean"), "'sum' or 'mean'"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -186,6 +217,13 @@ class TrainConfig:
         if self.branching and self.policy == "gru":
             raise TrainError("train config: branching needs a non-recurrent policy (tabular, mlp or lm): "
                              "a GRU's memory cannot be forked")
+
+    @property
+    def prm_step_size(self) -> float:
+        """The online PRM's step size: ``prm_lr``, or its default (see ``prm_lr``)."""
+        if self.prm_lr is not None:
+            return self.prm_lr
+        return self.lr / self.prm_beta**2 if self.policy == "tabular" else self.adam_lr
 
     @property
     def episodes_per_iter(self) -> int:
@@ -204,12 +242,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (the pipeline as ``Pipeline.to_dict``).
 
-        ``branching`` and ``branch_every`` are left out when branching is off, so configs
-        (and checkpoints) of runs without branching read as before they existed.
+        ``branching`` and ``branch_every`` are left out when branching is off, and the online
+        PRM's fields at their defaults, so configs (and checkpoints) of runs without them read
+        as before they existed.
         """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if not self.branching:
             del d["branching"], d["branch_every"]
+        for name, default in _PRM_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         d["env_kwargs"] = dict(self.env_kwargs)
         d["estimator_params"] = dict(self.estimator_params)
         d["pipeline"] = None if self.pipeline is None else self.pipeline.to_dict()
@@ -309,14 +351,17 @@ def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
     return rng.bit_generator.state
 
 
-def _save_checkpoint(path: Path, policy: Any, meta: Mapping[str, Any]) -> None:
+def _save_checkpoint(path: Path, policy: Any, meta: Mapping[str, Any], prm: OnlinePRM | None = None) -> None:
     arrays = {f"policy_{k}": v for k, v in policy.state_dict().items()}
+    if prm is not None:
+        arrays.update({f"prm_{k}": v for k, v in prm.state_dict().items()})
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
 
 
-def _load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
+    """(the policy's arrays, the meta data, the online PRM's arrays: empty without one)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -325,7 +370,8 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]
         raise TrainError(f"{path}: not a readable checkpoint ({exc}); delete it to start over") from None
     if meta.get("version") != _CHECKPOINT_VERSION:
         raise TrainError(f"{path}: checkpoint version {meta.get('version')!r}, expected {_CHECKPOINT_VERSION}")
-    return {k[len("policy_"):]: v for k, v in arrays.items() if k.startswith("policy_")}, meta
+    policy = {k[len("policy_"):]: v for k, v in arrays.items() if k.startswith("policy_")}
+    return policy, meta, {k[len("prm_"):]: v for k, v in arrays.items() if k.startswith("prm_")}
 
 
 def _read_metrics(path: Path, n: int) -> list[dict[str, Any]]:
@@ -432,6 +478,10 @@ def train(
     pool = np.random.default_rng(pool_ss).integers(0, 2**31 - 1, size=config.task_pool)
     policy = _new_policy(config, policy_ss)
     lr = config.lr if config.policy == "tabular" else config.adam_lr
+    prm = None
+    if config.online_prm == "oprl":  # OPRL initialises the PRM from the (initial) policy
+        prm = OnlinePRM(_new_policy(config, policy_ss), beta=config.prm_beta, lr=config.prm_step_size,
+                        epochs=config.prm_epochs, q=config.prm_q)
     pstate: PipelineState = pipeline.initial_state()
     done = episodes = env_steps = 0
     elapsed = 0.0
@@ -439,11 +489,15 @@ def train(
 
     ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
     if ckpt_path.exists():
-        arrays, meta = _load_checkpoint(ckpt_path)
+        arrays, meta, prm_arrays = _load_checkpoint(ckpt_path)
         diff = ", ".join(k for k in _diff_keys(meta["config"], cfg_dict) if k not in _FREE_FIELDS)
         if diff:
             raise TrainError(f"{out}: holds a checkpoint of another configuration (differs in: {diff}); use another directory")
         policy.load_state_dict(arrays)
+        if prm is not None:
+            if not prm_arrays:
+                raise TrainError(f"{ckpt_path}: holds no online PRM state; delete the directory to start over")
+            prm.load_state_dict(prm_arrays)
         task_rng.bit_generator.state = meta["rng"]["task"]
         act_rng.bit_generator.state = meta["rng"]["act"]
         pstate = PipelineState.from_json(meta["pipeline_state"], str(ckpt_path))
@@ -470,6 +524,11 @@ def train(
                 )
             else:
                 batch = collect(envs, policy, seeds.tolist(), config.group_size, act_rng, iteration=done)
+            prm_rec: dict[str, Any] = {}
+            if prm is not None:  # the implicit step rewards r_t of the PRM before its update
+                prm_steps, prm_logp, r = prm.score(batch.rollouts, policy)
+                batch = dataclasses.replace(batch, rollouts=batch.rollouts.replace_columns(process=r))
+                prm_rec["prm_reward_abs"] = float(np.abs(r).mean())
             # 2. credit
             result = pipeline.run(batch.rollouts, pstate)
             pstate = result.state
@@ -489,6 +548,8 @@ def train(
                     policy, entries, old_logp, credit.step_advantage, weight,
                     lr=lr, clip=config.clip, epochs=config.ppo_epochs, kl_coef=config.kl_coef,
                 )
+            if prm is not None:  # 3b. the PRM's update on the same batch (OPRL's update=after)
+                prm_rec = {**prm.update(batch.rollouts, prm_steps, prm_logp, batch.success), **prm_rec}
             # 4. metrics and checkpoint
             kl = _step_kl(policy, entries)
             episodes += batch.rollouts.n_episodes
@@ -503,6 +564,7 @@ def train(
                 "clip_fraction": clipped_frac,
                 "kl_to_init": float(kl.mean()),
                 "n_states": policy.n_states,
+                **prm_rec,
                 "wall_s": wall,
                 "elapsed_s": elapsed,
             }
@@ -521,7 +583,7 @@ def train(
                     "elapsed_s": elapsed,
                     "rng": {"task": _rng_state(task_rng), "act": _rng_state(act_rng)},
                     "pipeline_state": pstate.to_json(),
-                })
+                }, prm)
             if progress is not None:
                 progress(rec)
     return TrainResult(config, out, tuple(metrics), policy, done >= config.iterations, resumed_from)
