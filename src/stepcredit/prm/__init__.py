@@ -8,7 +8,8 @@
   Bradley-Terry, regression and classification step losses, the implicit-PRM cross-entropy
   and OPRL's trajectory DPO;
 * :mod:`stepcredit.prm.feature_model`, :mod:`stepcredit.prm.models`: the feature PRM and
-  saving/loading models; :mod:`stepcredit.prm.mc_labels`: Monte-Carlo labels from rollout
+  saving/loading models; :mod:`stepcredit.prm.torch_models` (the ``lm`` extra): the LM step PRM
+  ``LMStepPRM`` and the implicit PRM ``ImplicitPRM`` on a causal LM, and ``bt_pairs``; :mod:`stepcredit.prm.mc_labels`: Monte-Carlo labels from rollout
   trees; :mod:`stepcredit.prm.search`: PRM-guided best-of-N and beam search.
 
 Every name is imported on first use, so ``import stepcredit.prm`` imports neither torch nor
@@ -53,6 +54,10 @@ _LAZY = {
     "PRMError": "feature_model",
     "load_model": "models",
     "save_model": "models",
+    # torch models on a causal LM (the lm extra: torch and transformers)
+    "ImplicitPRM": "torch_models",
+    "LMStepPRM": "torch_models",
+    "bt_pairs": "torch_models",
     # Monte-Carlo labels from rollout trees, PRM-guided search (NumPy)
     "MCLabels": "mc_labels",
     "mc_label_rollouts": "mc_labels",

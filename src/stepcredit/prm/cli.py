@@ -3,6 +3,8 @@
     stepcredit prm label --env arith_chain --tasks 200 -o labels.parquet          # Monte-Carlo labels
     stepcredit prm label --env arith_chain --tasks 200 --truth -o truth.parquet   # ground-truth labels
     stepcredit prm train labels.parquet -o prm/                                   # feature PRM
+    stepcredit prm train labels.parquet -o lm/ --model torch --epochs 3            # LM step PRM (tiny Qwen2)
+    stepcredit prm train rollouts.parquet -o imp/ --model implicit                 # implicit PRM, outcomes only
     stepcredit prm score prm/ rollouts.jsonl -o scored.jsonl                      # process = PRM score
     stepcredit prm eval prm/ truth.parquet                                        # first-error F1, ...
     stepcredit prm search prm/ --env arith_chain --tasks 100 -n 8                 # best-of-N, beam search
@@ -30,6 +32,8 @@ from stepcredit.data.io import atomic_path, read_rollouts, write_rollouts
 __all__ = ["add_parsers"]
 
 _CHUNK = 32  # tasks per collection call (the progress bar's unit)
+FEATURE_OBJECTIVES = ("logistic", "ridge")
+TORCH_OBJECTIVES = ("classification", "regression", "bt")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -58,18 +62,40 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lab.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     lab.set_defaults(func=_guarded(_cmd_label))
 
-    tr = ps.add_parser("train", help="train a feature PRM on labelled rollouts",
-                       description="Fit a feature PRM (logistic or ridge regression on hashed state/action features) "
-                       "to a step field of labelled rollouts and save it as a directory.")
+    tr = ps.add_parser("train", help="train a PRM (feature, torch LM or implicit) on labelled rollouts",
+                       description="Train a process reward model and save it as a directory. --model feature (default): "
+                       "logistic or ridge regression on hashed state/action features, fitted to a step field. --model torch: "
+                       "a causal LM (the tiny random Qwen2, or --base-model PATH) with a scalar head on each step's last "
+                       "token, trained on a step field (classification, regression on soft labels, or Bradley-Terry pairs). "
+                       "--model implicit: the implicit PRM of 'Free Process Rewards without Process Labels', trained on "
+                       "the episodes' outcomes only (success = outcome >= --outcome-threshold).")
     tr.add_argument("input", help="labelled rollouts (.jsonl or .parquet)")
     tr.add_argument("-o", "--output", required=True, help="model directory to write")
-    tr.add_argument("--label", default="label", help="the step field to fit (default label)")
-    tr.add_argument("--objective", choices=("logistic", "ridge"), default="logistic")
-    tr.add_argument("--feature-size", type=int, default=1024, help="hashed buckets of the state and action families (default 1024)")
-    tr.add_argument("--pair-size", type=int, default=65536, help="hashed buckets of the pair and local families (default 65536)")
+    tr.add_argument("--model", choices=("feature", "torch", "implicit"), default="feature",
+                    help="the kind of model (default feature; torch and implicit need the lm extra)")
+    tr.add_argument("--label", default="label", help="the step field to fit (default label; not read by --model implicit)")
+    tr.add_argument("--objective", choices=FEATURE_OBJECTIVES + TORCH_OBJECTIVES, default=None,
+                    help="feature: logistic (default) or ridge; torch: classification (default), regression or bt")
+    tr.add_argument("--feature-size", type=int, default=1024, help="feature: hashed buckets of the state and action families (default 1024)")
+    tr.add_argument("--pair-size", type=int, default=65536, help="feature: hashed buckets of the pair and local families (default 65536)")
     tr.add_argument("--families", default="state,action,pair,local",
-                    help="feature families, comma-separated (default state,action,pair,local)")
-    tr.add_argument("--l2", type=float, default=1.0, help="L2 penalty (default 1.0)")
+                    help="feature: feature families, comma-separated (default state,action,pair,local)")
+    tr.add_argument("--l2", type=float, default=1.0, help="feature: L2 penalty (default 1.0)")
+    tr.add_argument("--epochs", type=int, default=3, help="torch/implicit: passes over the data (default 3)")
+    tr.add_argument("--batch-size", type=int, default=32,
+                    help="torch/implicit: steps (pairs for bt; episodes for implicit) per Adam step (default 32)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="torch/implicit: Adam step size (default 1e-3)")
+    tr.add_argument("--hidden-size", type=int, default=64, help="torch/implicit: width of the tiny Qwen2 (default 64)")
+    tr.add_argument("--layers", type=int, default=2, help="torch/implicit: layers of the tiny Qwen2 (default 2)")
+    tr.add_argument("--base-model", metavar="PATH", default=None,
+                    help="torch/implicit: a local transformers causal-LM directory instead of the tiny random model")
+    tr.add_argument("--beta", type=float, default=0.05, help="implicit: beta of the log-likelihood ratio (default 0.05)")
+    tr.add_argument("--outcome-threshold", type=float, default=1.0,
+                    help="implicit: an episode with outcome >= this is a success (default 1.0)")
+    tr.add_argument("--score", choices=("accumulative", "single"), default="accumulative",
+                    help="implicit: step score sigma(q_t), the running sum of step rewards (default), or sigma(r_t)")
+    tr.add_argument("--seed", type=int, default=0, help="torch/implicit: seed of the initial weights and the shuffling (default 0)")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_guarded(_cmd_train))
 
     sc = ps.add_parser("score", help="write a PRM's step scores into the process field",
@@ -236,12 +262,21 @@ def _truth_labels(ro: Rollouts, env: str) -> Rollouts:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.model == "feature":
+        return _train_feature(args)
+    return _train_torch(args)
+
+
+def _train_feature(args: argparse.Namespace) -> int:
     from stepcredit.prm.feature_model import FeaturePRM, PRMError
     from stepcredit.prm.models import save_model
 
+    objective = args.objective or "logistic"
+    if objective not in FEATURE_OBJECTIVES:
+        raise UsageError(f"--objective {objective} is for --model torch; --model feature takes {' or '.join(FEATURE_OBJECTIVES)}")
     try:
         model = FeaturePRM(feature_size=args.feature_size, pair_size=args.pair_size, families=tuple(f for f in args.families.split(",") if f),
-                           objective=args.objective, l2=args.l2)
+                           objective=objective, l2=args.l2)
     except PRMError as exc:
         raise UsageError(str(exc)) from None
     ro = read_rollouts(args.input)
@@ -253,8 +288,61 @@ def _cmd_train(args: argparse.Namespace) -> int:
     save_model(model, args.output)
     s = model.score_steps(ro)
     y = ro.column(args.label)
-    print(f"wrote {args.output}: feature PRM ({args.objective}, D={model.dim}) on {ro.n_steps} steps of {args.input}; "
+    print(f"wrote {args.output}: feature PRM ({objective}, D={model.dim}) on {ro.n_steps} steps of {args.input}; "
           f"training loss {model.history[-1]:.4g}, mean |score - label| {np.abs(s - y).mean():.3f}")
+    return 0
+
+
+def _train_torch(args: argparse.Namespace) -> int:
+    """``--model torch`` (LMStepPRM) and ``--model implicit`` (ImplicitPRM)."""
+    from stepcredit.prm.feature_model import PRMError
+    from stepcredit.prm.models import save_model
+
+    implicit = args.model == "implicit"
+    if args.objective is not None and (implicit or args.objective not in TORCH_OBJECTIVES):
+        takes = "no --objective (it trains on outcomes with the implicit-PRM cross-entropy)" if implicit \
+            else f"--objective {' or '.join(TORCH_OBJECTIVES)}"
+        raise UsageError(f"--objective {args.objective} does not apply: --model {args.model} takes {takes}")
+    _positive("--epochs", args.epochs)
+    _positive("--batch-size", args.batch_size)
+    if not (np.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr={args.lr} must be a finite number > 0")
+    try:
+        from stepcredit.prm.torch_models import ImplicitPRM, LMStepPRM
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    common = {"base_model": args.base_model, "hidden_size": args.hidden_size, "n_layers": args.layers, "seed": args.seed}
+    try:
+        if implicit:
+            model: Any = ImplicitPRM(beta=args.beta, score=args.score, outcome_threshold=args.outcome_threshold, **common)
+        else:
+            model = LMStepPRM(args.objective or "classification", **common)
+    except PRMError as exc:
+        raise UsageError(str(exc)) from None
+    ro = read_rollouts(args.input)
+    ro.require(("state", "action") if implicit else ("state", "action", args.label), by="stepcredit prm train")
+    labels = None if implicit else ro.column(args.label)
+    what = "episodes" if implicit else "steps"
+    with progress(f"training {args.model} PRM ({what})", enabled=not args.quiet and sys.stderr.isatty()) as bar:
+        try:
+            model.fit(ro, labels=labels, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      progress=bar.update)
+        except PRMError as exc:
+            return _prm_error(f"{args.input}: {exc}")
+    save_model(model, args.output)
+    loss = model.history[-1]
+    if implicit:
+        r = model.episode_rewards(ro)
+        win = ro.outcome >= args.outcome_threshold
+        mean = {k: (float(r[m].mean()) if m.any() else float("nan")) for k, m in (("success", win), ("failure", ~win))}
+        print(f"wrote {args.output}: implicit PRM (beta {args.beta}, {args.epochs} epochs) on {ro.n_episodes} episodes "
+              f"({int(win.sum())} successes) of {args.input}; training loss {loss:.4g}, mean episode reward "
+              f"{mean['success']:.3f} (successes) vs {mean['failure']:.3f} (failures)")
+    else:
+        s = model.score_steps(ro)
+        y = ro.column(args.label)
+        print(f"wrote {args.output}: torch PRM ({model.objective}, {args.epochs} epochs) on {ro.n_steps} steps of {args.input}; "
+              f"training loss {loss:.4g}, mean |score - label| {np.abs(s - y).mean():.3f}")
     return 0
 
 
