@@ -80,7 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--pair-size", type=int, default=65536, help="feature: hashed buckets of the pair and local families (default 65536)")
     tr.add_argument("--families", default="state,action,pair,local",
                     help="feature: feature families, comma-separated (default state,action,pair,local)")
-    tr.add_argument("--l2", type=float, default=1.0, help="feature: L2 penalty (default 1.0)")
+    tr.add_argument("--l2", type=float, default=0.1, help="feature: L2 penalty (default 0.1)")
     tr.add_argument("--epochs", type=int, default=3, help="torch/implicit: passes over the data (default 3)")
     tr.add_argument("--batch-size", type=int, default=32,
                     help="torch/implicit: steps (pairs for bt; episodes for implicit) per Adam step (default 32)")
