@@ -101,6 +101,7 @@ from typing import Any
 import numpy as np
 
 from stepcredit.data import Rollouts
+from stepcredit.policies._actions import AdmissibleActions
 
 try:
     import torch
@@ -231,7 +232,7 @@ class LMBatch:
     cache: Any = field(default=None, repr=False)  # (version, [U, La] token log-probs, [U] KL) with graph
 
 
-class LMPolicy:
+class LMPolicy(AdmissibleActions):
     """A tiny random-initialised transformer LM that generates admissible actions token by token.
 
     See the module docstring for the tokenizer, the model, constrained decoding, caching and
@@ -307,8 +308,7 @@ class LMPolicy:
         self._v = {k: torch.zeros_like(p) for k, p in self._params.items()}
         self._t = 0
         self._version = 0
-        self._valid: dict[str, list[str]] = {}  # state -> A(s), in order of first appearance
-        self._valid_set: dict[str, set[str]] = {}
+        self._init_actions()  # state -> A(s), in order of first appearance
         self._tables: dict[tuple[str, ...], _Table] = {}
         self._act_cache: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
         self._act_version = 0
@@ -369,29 +369,6 @@ class LMPolicy:
             self._tables.clear()
         table = self._tables[actions] = _Table(tuple(seqs), lengths, allowed)
         return table
-
-    # ------------------------------------------------------------------ admissible actions
-    def _register(self, state: str, actions: Sequence[str]) -> list[str]:
-        known = self._valid.get(state)
-        if known is None:
-            if not actions:
-                raise ValueError(f"state {state!r}: the environment listed no valid action")
-            if len(set(actions)) != len(actions):
-                raise ValueError(f"state {state!r}: the valid actions repeat an action: {list(actions)}")
-            self._valid[state] = known = list(actions)
-            self._valid_set[state] = set(actions)
-        else:
-            seen = self._valid_set[state]
-            for a in actions:
-                if a not in seen:
-                    seen.add(a)
-                    known.append(a)
-        return known
-
-    @property
-    def n_states(self) -> int:
-        """States met so far (the size of the admissible-action table)."""
-        return len(self._valid)
 
     # ------------------------------------------------------------------ the forward pass
     def _rows(self, prompts: Sequence[Sequence[int]], actions: Sequence[Sequence[int]],
@@ -723,19 +700,13 @@ class LMPolicy:
             dtype; "valid_states": [N] str, "valid_offsets": [N+1] int64, "valid_actions": [P]
             str}``: safe for ``np.savez(..., allow_pickle=False)``.
         """
-        states = list(self._valid)
-        acts = [a for s in states for a in self._valid[s]]
-        offsets = np.zeros(len(states) + 1, dtype=np.int64)
-        np.cumsum([len(self._valid[s]) for s in states], out=offsets[1:])
         out: dict[str, np.ndarray] = {
             "kind": np.array(self.kind),
             "dtype": np.array(self.dtype),
             "tokenizer": np.array(self.tokenizer.chars),
             "config": self._config_array(),
             "adam_t": np.array(self._t, dtype=np.int64),
-            "valid_states": np.array(states, dtype=np.str_) if states else np.zeros(0, dtype="<U1"),
-            "valid_offsets": offsets,
-            "valid_actions": np.array(acts, dtype=np.str_) if acts else np.zeros(0, dtype="<U1"),
+            **self._actions_state(),
         }
         for name, p in self._params.items():
             out[f"param.{name}"] = p.detach().numpy().copy()
@@ -756,22 +727,17 @@ class LMPolicy:
                                  f"({self.dtype}, config {mine}; the seed may differ)")
             if alphabet != self.tokenizer.chars:
                 raise ValueError("policy state: saved with another tokenizer alphabet")
-            states = [str(s) for s in np.asarray(state["valid_states"]).tolist()]
-            offsets = np.asarray(state["valid_offsets"], dtype=np.int64)
-            acts = [str(a) for a in np.asarray(state["valid_actions"]).tolist()]
+            table = self._read_actions(state)
             arrays = {f"{pre}.{k}": np.asarray(state[f"{pre}.{k}"])
                       for pre in ("param", "ref", "adam_m", "adam_v") for k in self._params}
             t = int(np.asarray(state["adam_t"]))
         except KeyError as exc:
             raise ValueError(f"policy state: missing array {exc}") from None
-        if offsets.shape != (len(states) + 1,) or offsets[-1] != len(acts):
-            raise ValueError("policy state: valid_offsets do not fit valid_states and valid_actions")
         for key, a in arrays.items():
             shape = tuple(self._params[key.split(".", 1)[1]].shape)
             if a.shape != shape:
                 raise ValueError(f"policy state: {key} has shape {a.shape}, expected {shape}")
-        self._valid = {s: acts[offsets[i]:offsets[i + 1]] for i, s in enumerate(states)}
-        self._valid_set = {s: set(a) for s, a in self._valid.items()}
+        self._set_actions(table)
         self.seed = int(cfg[1])
         with torch.no_grad():
             for k, p in self._params.items():

@@ -60,6 +60,7 @@ import numpy as np
 
 from stepcredit.data import Rollouts
 from stepcredit.features import text_features
+from stepcredit.policies._actions import AdmissibleActions
 
 try:
     import torch
@@ -139,7 +140,7 @@ class StepBatch:
     cache: Any = field(default=None, repr=False)  # (version, step log-probs, step KL) with graph
 
 
-class MLPPolicy:
+class MLPPolicy(AdmissibleActions):
     """Softmax over admissible actions with logits h(s)·W ψ(a), h an MLP of hashed state features.
 
     See the module docstring for features, scoring, initialisation and the update.
@@ -159,8 +160,7 @@ class MLPPolicy:
         self.feature_size, self.hidden_size, self.seed = int(feature_size), int(hidden_size), int(seed)
         self._feat = _Features(self.feature_size)  # state texts
         self._afeat = _Features(self.feature_size)  # action texts
-        self._valid: dict[str, list[str]] = {}  # state -> A(s), in order of first appearance
-        self._valid_set: dict[str, set[str]] = {}
+        self._init_actions()  # state -> A(s), in order of first appearance
         self._build()
         rng = np.random.default_rng(self.seed)
         with torch.no_grad():
@@ -190,29 +190,7 @@ class MLPPolicy:
         """[R, F] -> [R, H]."""
         return torch.tanh(self.net["l2"](torch.tanh(self.net["l1"](x))))
 
-    # ------------------------------------------------------------------ admissible actions
-    def _register(self, state: str, actions: Sequence[str]) -> list[str]:
-        known = self._valid.get(state)
-        if known is None:
-            if not actions:
-                raise ValueError(f"state {state!r}: the environment listed no valid action")
-            if len(set(actions)) != len(actions):
-                raise ValueError(f"state {state!r}: the valid actions repeat an action: {list(actions)}")
-            self._valid[state] = known = list(actions)
-            self._valid_set[state] = set(actions)
-        else:
-            seen = self._valid_set[state]
-            for a in actions:
-                if a not in seen:
-                    seen.add(a)
-                    known.append(a)
-        return known
-
-    @property
-    def n_states(self) -> int:
-        """States met so far (the size of the admissible-action table)."""
-        return len(self._valid)
-
+    # ------------------------------------------------------------------ scoring (A(s): _actions.AdmissibleActions)
     def _logp_rows(self, h: torch.Tensor, actions: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-softmax over each row's actions: ([R, Amax] log π, [R, Amax] mask, ids, counts)."""
         R = len(actions)
@@ -386,17 +364,11 @@ class MLPPolicy:
             "adam_v.NAME": float64 arrays, "valid_states": [N] str, "valid_offsets": [N+1] int64,
             "valid_actions": [P] str}``: safe for ``np.savez(..., allow_pickle=False)``.
         """
-        states = list(self._valid)
-        acts = [a for s in states for a in self._valid[s]]
-        offsets = np.zeros(len(states) + 1, dtype=np.int64)
-        np.cumsum([len(self._valid[s]) for s in states], out=offsets[1:])
         out: dict[str, np.ndarray] = {
             "kind": np.array(self.kind),
             "config": np.array([self.feature_size, self.hidden_size, self.seed], dtype=np.int64),
             "adam_t": np.array(self._t, dtype=np.int64),
-            "valid_states": np.array(states, dtype=np.str_) if states else np.zeros(0, dtype="<U1"),
-            "valid_offsets": offsets,
-            "valid_actions": np.array(acts, dtype=np.str_) if acts else np.zeros(0, dtype="<U1"),
+            **self._actions_state(),
         }
         for name, p in self._params.items():
             out[f"param.{name}"] = p.detach().numpy().copy()
@@ -412,22 +384,17 @@ class MLPPolicy:
             if kind != self.kind or cfg[:2] != [self.feature_size, self.hidden_size]:
                 raise ValueError(f"policy state: a {kind} policy with F, H = {cfg[:2]}, expected {self.kind} with "
                                  f"{[self.feature_size, self.hidden_size]}")
-            states = [str(s) for s in np.asarray(state["valid_states"]).tolist()]
-            offsets = np.asarray(state["valid_offsets"], dtype=np.int64)
-            acts = [str(a) for a in np.asarray(state["valid_actions"]).tolist()]
+            table = self._read_actions(state)
             params = {k: np.asarray(state[f"param.{k}"], dtype=np.float64) for k in self._params}
             ms = {k: np.asarray(state[f"adam_m.{k}"], dtype=np.float64) for k in self._params}
             vs = {k: np.asarray(state[f"adam_v.{k}"], dtype=np.float64) for k in self._params}
             t = int(np.asarray(state["adam_t"]))
         except KeyError as exc:
             raise ValueError(f"policy state: missing array {exc}") from None
-        if offsets.shape != (len(states) + 1,) or offsets[-1] != len(acts):
-            raise ValueError("policy state: valid_offsets do not fit valid_states and valid_actions")
         for k, p in self._params.items():
             if params[k].shape != tuple(p.shape):
                 raise ValueError(f"policy state: {k} has shape {params[k].shape}, expected {tuple(p.shape)}")
-        self._valid = {s: acts[offsets[i]:offsets[i + 1]] for i, s in enumerate(states)}
-        self._valid_set = {s: set(a) for s, a in self._valid.items()}
+        self._set_actions(table)
         self.seed = int(cfg[2])
         with torch.no_grad():
             for k, p in self._params.items():
