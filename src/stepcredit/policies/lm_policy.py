@@ -110,9 +110,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("policy='lm' needs the lm extra: pip install 'stepcredit[lm]'") from exc
 
+from stepcredit.policies.torch_policies import adam_ascent  # noqa: E402  (after the extra's check)
+
 __all__ = ["CharTokenizer", "LMAction", "LMBatch", "LMPolicy"]
 
-_BETAS, _EPS = (0.9, 0.999), 1e-8
 _NEG = -1e30  # logit of a token the trie does not admit (exp underflows to exactly 0)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _STRUCT_CACHE = 1024  # trie masks kept (per valid-action list; household: up to ~45 kB each), then cleared
@@ -672,17 +673,7 @@ class LMPolicy(AdmissibleActions):
         grads = torch.autograd.grad(self._objective(batch, c, kl_coef), list(self._params.values()), allow_unused=True)
         batch.cache = None
         self._t += 1
-        b1, b2 = _BETAS
-        with torch.no_grad():
-            for (name, p), g in zip(self._params.items(), grads):
-                if g is None:
-                    g = torch.zeros_like(p)
-                m, v = self._m[name], self._v[name]
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                step = lr / (1 - b1 ** self._t)
-                denom = (v / (1 - b2 ** self._t)).sqrt_().add_(_EPS)
-                p.addcdiv_(m, denom, value=step)  # ascent
+        adam_ascent(self._params, grads, self._m, self._v, self._t, lr)
         self._version += 1
 
     # ------------------------------------------------------------------ saving

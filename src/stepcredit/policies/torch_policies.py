@@ -68,11 +68,43 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("stepcredit.policies.torch_policies needs PyTorch: pip install 'stepcredit[torch]'") from exc
 
-__all__ = ["GRUPolicy", "MLPPolicy", "StepBatch", "TorchAction", "text_features"]
+__all__ = ["GRUPolicy", "MLPPolicy", "StepBatch", "TorchAction", "adam_ascent", "text_features"]
 
 _DTYPE = torch.float64
 _BETAS, _EPS = (0.9, 0.999), 1e-8
 _NEG = -1e30  # logit of padding slots (exp underflows to exactly 0)
+
+
+def adam_ascent(
+    params: Mapping[str, torch.Tensor],
+    grads: Sequence[torch.Tensor | None],
+    m: Mapping[str, torch.Tensor],
+    v: Mapping[str, torch.Tensor],
+    t: int,
+    lr: float,
+) -> None:
+    """One Adam step **up** the gradient, in place (β₁ 0.9, β₂ 0.999, ε 1e-8).
+
+    θ ← θ + lr · m̂ / (√v̂ + ε), m̂ = m / (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ), with the moments m, v
+    updated from the gradient g first (a parameter without gradient gets g = 0).
+
+    Args:
+        params: name -> parameter; grads: their gradients in the order of ``params`` (None = 0);
+        m, v: name -> first and second moments (updated in place); t: the step number (>= 1);
+        lr: the step size.
+
+    Reference: Adam: A Method for Stochastic Optimization (Kingma, Ba, 2014, arXiv:1412.6980).
+    """
+    b1, b2 = _BETAS
+    with torch.no_grad():
+        for (name, p), g in zip(params.items(), grads):
+            if g is None:
+                g = torch.zeros_like(p)
+            mn, vn = m[name], v[name]
+            mn.mul_(b1).add_(g, alpha=1 - b1)
+            vn.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (vn / (1 - b2 ** t)).sqrt_().add_(_EPS)
+            p.addcdiv_(mn, denom, value=lr / (1 - b1 ** t))  # ascent
 
 
 class _Features:
@@ -342,17 +374,7 @@ class MLPPolicy(AdmissibleActions):
         grads = torch.autograd.grad(objective, list(self._params.values()), allow_unused=True)
         batch.cache = None
         self._t += 1
-        b1, b2 = _BETAS
-        with torch.no_grad():
-            for (name, p), g in zip(self._params.items(), grads):
-                if g is None:
-                    g = torch.zeros_like(p)
-                m, v = self._m[name], self._v[name]
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                step = lr / (1 - b1 ** self._t)
-                denom = (v / (1 - b2 ** self._t)).sqrt_().add_(_EPS)
-                p.addcdiv_(m, denom, value=step)  # ascent
+        adam_ascent(self._params, grads, self._m, self._v, self._t, lr)
         self._version += 1
 
     # ------------------------------------------------------------------ saving
