@@ -169,19 +169,19 @@ def credit_colour(advantage: float, scale: float) -> str:
 # ---------------------------------------------------------------------- the credit view
 def _task_seeds(tc: Any, seed: int) -> list[int]:
     """The task seeds of one batch of the run: its pool as ``stepcredit.train.train`` derives it."""
-    # mirrors train(): SeedSequence(seed).spawn(3) -> (task draws, action draws, pool)
-    pool_ss = np.random.SeedSequence(tc.seed).spawn(3)[2]
+    from stepcredit.train.trainer import task_pool_seeds
+
     if tc.task_pool == 0:
         return np.random.default_rng(seed).integers(0, 2**31 - 1, size=tc.tasks_per_iter).tolist()
-    pool = np.random.default_rng(pool_ss).integers(0, 2**31 - 1, size=tc.task_pool)
+    pool = task_pool_seeds(tc)
     return [int(pool[k % pool.size]) for k in range(tc.tasks_per_iter)]
 
 
 def _initial_policy(tc: Any) -> Any:
     """A fresh policy of the run's kind, as the trainer builds it (its initial policy)."""
-    from stepcredit.train.trainer import _new_policy
+    from stepcredit.train.trainer import initial_policy
 
-    return _new_policy(tc, np.random.SeedSequence(tc.seed).spawn(4)[3])
+    return initial_policy(tc)
 
 
 def _load_policy(run_dir: Path, tc: Any):

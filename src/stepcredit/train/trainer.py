@@ -79,10 +79,12 @@ __all__ = [
     "clipped_surrogate_coef",
     "clipped_surrogate_token_coef",
     "episodes_to_target",
+    "initial_policy",
     "iteration_metrics",
     "old_token_log_prob",
     "ppo_update",
     "ppo_update_tokens",
+    "task_pool_seeds",
     "train",
 ]
 
@@ -402,7 +404,22 @@ def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-# ---------------------------------------------------------------------- policies
+# ---------------------------------------------------------------------- seeds, task pool, policies
+def _seed_sequences(config: TrainConfig) -> list[np.random.SeedSequence]:
+    """(task draws, action draws, task pool, policy initialisation): the run's four streams."""
+    return np.random.SeedSequence(config.seed).spawn(4)  # the first 3 as spawn(3) gave before
+
+
+def task_pool_seeds(config: TrainConfig) -> np.ndarray:
+    """[task_pool] the task seeds a run with ``config`` trains on (empty with ``task_pool=0``)."""
+    return np.random.default_rng(_seed_sequences(config)[2]).integers(0, 2**31 - 1, size=config.task_pool)
+
+
+def initial_policy(config: TrainConfig) -> Any:
+    """The policy a run with ``config`` starts from (the same parameters as ``train``'s)."""
+    return _new_policy(config, _seed_sequences(config)[3])
+
+
 def _new_policy(config: TrainConfig, seed: np.random.SeedSequence) -> Any:
     """A fresh policy of ``config.policy`` (torch imported only for ``mlp`` / ``gru`` / ``lm``)."""
     if config.policy == "tabular":
@@ -473,14 +490,14 @@ def train(
     cfg_dict = config.to_dict()
     pipeline = config.build_pipeline()
     envs = [make_env(config.env, **config.env_kwargs) for _ in range(config.episodes_per_iter)]
-    task_ss, act_ss, pool_ss, policy_ss = np.random.SeedSequence(config.seed).spawn(4)  # the first 3 as spawn(3)
+    task_ss, act_ss = _seed_sequences(config)[:2]
     task_rng, act_rng = np.random.default_rng(task_ss), np.random.default_rng(act_ss)
-    pool = np.random.default_rng(pool_ss).integers(0, 2**31 - 1, size=config.task_pool)
-    policy = _new_policy(config, policy_ss)
+    pool = task_pool_seeds(config)
+    policy = initial_policy(config)
     lr = config.lr if config.policy == "tabular" else config.adam_lr
     prm = None
     if config.online_prm == "oprl":  # OPRL initialises the PRM from the (initial) policy
-        prm = OnlinePRM(_new_policy(config, policy_ss), beta=config.prm_beta, lr=config.prm_step_size,
+        prm = OnlinePRM(initial_policy(config), beta=config.prm_beta, lr=config.prm_step_size,
                         epochs=config.prm_epochs, q=config.prm_q)
     pstate: PipelineState = pipeline.initial_state()
     done = episodes = env_steps = 0
