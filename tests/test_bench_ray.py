@@ -1,6 +1,7 @@
 """The Ray backend of `stepcredit bench`: same results as the local backend, resume, loopback only.
 
-Ray is started once for the module (a 2-CPU local instance, 127.0.0.1 only) and shut down at the end.
+Ray is started once for the test session (the `local_ray` fixture of conftest.py: a 2-CPU local instance,
+127.0.0.1 only) and shut down at its end.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from stepcredit.bench.matrix import BenchConfig, BenchError, RunSpec, collect_results, plan_runs, run_bench
-from stepcredit.bench.ray_backend import LOOPBACK_ENV, run_ray, start_local_ray
+from stepcredit.bench.ray_backend import LOOPBACK_ENV, run_ray
 from stepcredit.train.trainer import WALL_CLOCK_FIELDS
 
 NO_RAY = "the Ray backend needs ray (pip install 'stepcredit[ray]')"
@@ -24,13 +25,7 @@ SMALL = BenchConfig(envs=("lock_chain",), env_kwargs={"lock_chain": {"length": 2
                     seeds=2, budget=96, group_size=4)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One 2-CPU Ray on 127.0.0.1 for this module; run_ray uses it and leaves it running."""
-    ray = pytest.importorskip("ray", reason=NO_RAY)
-    start_local_ray(2)
-    yield ray
-    ray.shutdown()
+pytestmark = pytest.mark.xdist_group("ray")  # one worker, one Ray (the session fixture local_ray)
 
 
 @pytest.fixture(scope="module")

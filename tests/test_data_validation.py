@@ -559,12 +559,13 @@ def test_nonexistent_file(name, tmp_path):
     check(ei.value, str(path), "", "", "no such file")
 
 
-def test_directory_is_not_a_file(tmp_path):
-    path = tmp_path / "dir.jsonl"
+def test_a_directory_is_a_dataset_of_parquet_files(tmp_path):
+    path = tmp_path / "dir.jsonl"  # a directory is read as a Parquet dataset, whatever its name
     path.mkdir()
+    (path / "a.jsonl").write_text("{}\n")  # JSONL files are not part of a dataset
     with pytest.raises(RolloutsError) as ei:
         sc.read_rollouts(path)
-    check(ei.value, str(path), "", "", "no such file")
+    check(ei.value, str(path), "", "", "holds no .parquet file")
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -23,6 +22,7 @@ from strategies import LARGE_OFFSET_EXAMPLES, rollout_records
 import stepcredit
 from stepcredit import EstimatorError, MissingColumnError, Rollouts
 from stepcredit.data.hashing import hash_keys
+from stepcredit.locality import stage_dependence
 from stepcredit.ops import group_centered, group_centered_sum, reverse_discounted_cumsum
 
 RTOL, ATOL = 1e-9, 1e-12
@@ -48,28 +48,14 @@ CASES = [
 ]
 NAMES = [spec.name for spec in stepcredit.list_estimators()]
 
-# Whether an estimator, with given parameters, computes each group from that group alone.
-# reinforce_pp, grpo(scale="batch") and gae(whiten=True) use batch statistics.
-# A new estimator must be classified here.
-GROUP_LOCAL: dict[str, Callable[[dict], bool]] = {
-    "grpo": lambda p: p.get("scale", "group") != "batch",
-    "drgrpo": lambda p: True,
-    "rloo": lambda p: True,
-    "gae": lambda p: not p.get("whiten", False),  # whitening is over the whole batch
-    "reinforce_pp": lambda p: False,
-    "gigpo": lambda p: True,  # episode and step groups are both inside a group
-    "pav": lambda p: True,  # the base outcome advantage plus each episode's own progress
-    "potential": lambda p: True,  # each episode's shaped return minus its group's mean
-    "igpo": lambda p: True,  # turn rewards normalised over the group's turns
-    "turning_point": lambda p: True,  # normalised over the group's episodes at each step index
-    "tree": lambda p: True,  # node values from the episodes of the node's own group
-    "salt": lambda p: True,  # steps merge only within a group
-    "redistribute": lambda p: True,  # each episode's base advantage, spread over its steps
-    "oprl": lambda p: True,  # RLOO of the group's outcomes + the group's step rewards
-    # the progress model is fitted on the whole batch unless its features are scoped by group
-    "spa": lambda p: p.get("variant", "paper") == "code" or p.get("scope", "global") == "group",
-}
-LOCAL_CASES = [c for c in CASES if c.values[0] in GROUP_LOCAL and GROUP_LOCAL[c.values[0]](c.values[1])]
+# Whether an estimator, with given parameters, computes each group from that group alone: the
+# library's classification (stepcredit.locality), which the two split tests below check.
+def group_local(name: str, params: dict) -> bool:
+    bound = stepcredit.get_estimator(name).bind(params)
+    return stage_dependence("estimator", name, bound) is None
+
+
+LOCAL_CASES = [c for c in CASES if group_local(*c.values)]
 
 
 def needed_columns(name: str, params: dict) -> set[str]:
@@ -119,11 +105,6 @@ def whitening_scale(ro: Rollouts, name: str, params: dict, credit) -> float:
     else:
         return 1.0
     return max(1.0, float(np.max(np.abs(values)))) if values.size else 1.0
-
-
-def test_every_estimator_is_classified():
-    missing = set(NAMES) - set(GROUP_LOCAL)
-    assert not missing, f"say in GROUP_LOCAL whether {missing} are group-local"
 
 
 # ---------------------------------------------------------------------- registry-wide properties

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stepcredit as sc
+from stepcredit.locality import stage_dependence
 from strategies import rollout_records
 
 # transform -> (strategy keyword arguments, parameter sets)
@@ -130,3 +131,36 @@ def test_unknown_parameters_are_refused(name):
     ro = sc.read_rollouts(sc.__file__.replace("src/stepcredit/__init__.py", "examples/rollouts.jsonl"))
     with pytest.raises(sc.ShapingError, match=f"transform '{name}' has no parameter 'colour'"):
         sc.apply_transform(ro, name, colour=1)
+
+
+def _group_local(name, params) -> bool:
+    return stage_dependence("transform", name, sc.get_transform(name).bind(params)) is None
+
+
+LOCAL_CASE_LIST = [(n, p) for n, p in CASE_LIST if _group_local(n, p)]
+
+
+@pytest.mark.parametrize(("name", "params"), LOCAL_CASE_LIST, ids=[f"{n}-{p}" for n, p in LOCAL_CASE_LIST])
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_group_local_transforms_split_by_groups_equal_whole(name, params, data):
+    # stepcredit.locality says this transform is group-local: deal the groups into parts, run
+    # each part from the initial state, scatter back: equal to one run on the whole batch
+    records = data.draw(records_for(name))
+    ro = sc.Rollouts.from_records(records)
+    whole = _run(ro, name, params).rollouts
+    part_of = np.array(data.draw(st.lists(st.integers(0, 2), min_size=ro.n_groups, max_size=ro.n_groups)))
+    outcome = np.full(ro.n_episodes, np.nan)
+    cols = {c: np.full(ro.n_steps, np.nan) for c in whole.columns}
+    for part in range(3):
+        eps = np.flatnonzero(part_of[ro.episode_group] == part)
+        if eps.size == 0:
+            continue
+        got = _run(ro.take(eps), name, params).rollouts
+        outcome[eps] = got.outcome
+        steps = np.concatenate([np.arange(ro.episode_offsets[i], ro.episode_offsets[i + 1]) for i in eps])
+        for c in cols:
+            cols[c][steps] = got.reward if c == "reward" else got.columns[c]
+    np.testing.assert_array_equal(outcome, whole.outcome)
+    for c in cols:
+        np.testing.assert_array_equal(cols[c], whole.reward if c == "reward" else whole.columns[c], err_msg=c)

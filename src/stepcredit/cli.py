@@ -2,6 +2,7 @@
 
     stepcredit advantages INPUT -e ESTIMATOR [--shape T ...] [--filter F ...] [-p [stage.]key=value ...] [-o OUTPUT]
     stepcredit advantages INPUT --pipeline FILE [-p stage.key=value ...] [--state FILE] [-o OUTPUT]
+    stepcredit advantages DATASET_DIR -e ESTIMATOR --backend ray [--ray-address ADDR] -o OUTPUT_DIR
     stepcredit estimators [--family F] [--params]      # estimators, then transforms and filters
     stepcredit transforms [--params]
     stepcredit filters [--params]
@@ -64,7 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "estimator -> credit filters) and write one row per step (episode_id, group_id, step, "
         "advantage, episode_advantage; weight when filters ran).",
     )
-    adv.add_argument("input", metavar="INPUT", help="rollouts, .jsonl or .parquet")
+    adv.add_argument("input", metavar="INPUT", help="rollouts, .jsonl or .parquet, or a directory of .parquet files (a dataset)")
     adv.add_argument("-e", "--estimator", help="estimator name (see `stepcredit estimators`); required without --pipeline")
     adv.add_argument(
         "--shape", action="append", default=[], metavar="TRANSFORM",
@@ -90,7 +91,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-refit", dest="refit", action="store_false", default=None,
         help="when filters drop episodes, keep the estimator's advantages (default: re-run it on the kept episodes)",
     )
-    adv.add_argument("-o", "--output", help="advantages file to write, .jsonl or .parquet (atomic)")
+    adv.add_argument(
+        "-o", "--output",
+        help="advantages file to write, .jsonl or .parquet (atomic); with --backend ray a directory (a Parquet dataset)",
+    )
+    adv.add_argument(
+        "--backend", choices=("local", "ray"), default="local",
+        help="local: one process, the whole input in memory; ray: Ray tasks over a Parquet dataset, "
+        "one partition of whole groups at a time (group-local pipelines only; docs/integrations.md)",
+    )
+    adv.add_argument("--ray-address", metavar="ADDR", help="with --backend ray: join this Ray cluster (default: start Ray on 127.0.0.1)")
+    adv.add_argument("--workers", type=int, metavar="N", help="with --backend ray: CPUs of the local Ray (default: every CPU)")
+    adv.add_argument("--partitions", type=int, metavar="P", help="with --backend ray: number of partitions (default: about 64 MiB of input each)")
     adv.add_argument(
         "--progress", choices=("auto", "always", "never"), default="auto",
         help=f"progress bars on stderr (auto: inputs of {PROGRESS_MIN_STEPS:,}+ steps on a terminal)",
@@ -148,18 +160,13 @@ def _pipeline(args: argparse.Namespace) -> Pipeline:
     return pipe.with_assignments(args.param)
 
 
-def _as_data_error(exc: MissingColumnError, path: Path) -> RolloutsError:
-    field = exc.column if exc.column.startswith("rewards.") else f"steps[].{exc.column}"
-    where = "every episode's \"rewards\" object" if exc.column.startswith("rewards.") else "every step"
-    name = exc.column.split(".", 1)[-1] if exc.column.startswith("rewards.") else exc.column
-    return RolloutsError(
-        str(path), "", field, f"{exc.by} needs this field and the input does not have it",
-        f"add '{name}' to {where}, or choose a pipeline that does not need it",
-    )
-
-
 def _cmd_advantages(args: argparse.Namespace) -> int:
     pipe = _pipeline(args)  # validate before reading anything
+    if args.backend == "ray":
+        return _advantages_ray(args, pipe)
+    for flag in ("ray_address", "workers", "partitions"):
+        if getattr(args, flag) is not None:
+            raise PipelineError(f"--{flag.replace('_', '-')} needs --backend ray")
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix.lower() not in FORMATS:
         raise EstimatorError(f"output {out}: unknown extension '{out.suffix}'; name it *.jsonl or *.parquet")
@@ -178,7 +185,7 @@ def _cmd_advantages(args: argparse.Namespace) -> int:
         with progress(f"{pipe.estimator.name} advantages", show):
             result = pipe.run(ro, state)
     except MissingColumnError as exc:
-        raise _as_data_error(exc, in_path) from None
+        raise exc.in_file(in_path) from None
     except RolloutsError as exc:  # an estimator's structural check (e.g. tree node ids): name the file
         if exc.source != "<rollouts>":
             raise
@@ -195,6 +202,44 @@ def _cmd_advantages(args: argparse.Namespace) -> int:
         result.state.save(args.state)
     if not args.quiet:
         _print_summary(args, ro, credit, out, time.perf_counter() - t0, t_est - t0, pipe, result.diagnostics)
+    return 0
+
+
+def _advantages_ray(args: argparse.Namespace, pipe: Pipeline) -> int:
+    """``--backend ray``: a Parquet dataset in, a Parquet dataset out (see integrations.ray_credit)."""
+    from stepcredit.integrations.ray_credit import advantages_dataset, check_pipeline
+
+    check_pipeline(pipe)
+    if not args.output:
+        raise PipelineError("--backend ray needs -o OUTPUT_DIR (the advantages are written as a Parquet dataset)")
+    if args.state:
+        raise PipelineError(
+            "--backend ray runs each partition from the stages' initial state and keeps no state: drop --state, "
+            "or use --backend local"
+        )
+    show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    with progress("ray tasks (map, then reduce)", show, total=1) as bar:
+        run = advantages_dataset(
+            args.input, args.output, pipe, address=args.ray_address, workers=args.workers,
+            partitions=args.partitions,
+            progress=bar.update,
+        )
+    if args.save_pipeline:
+        pipe.save(args.save_pipeline)
+    if not args.quiet:
+        a = run.advantage or {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0, "zero_fraction": 0.0}
+        rows = [
+            ("input", f"{args.input} ({len(run.files)} file{'s' if len(run.files) != 1 else ''})"),
+            ("backend", f"ray ({args.ray_address or 'local, 127.0.0.1'}), {run.partitions} partitions"),
+            ("groups / episodes / steps", f"{run.n_groups:,} / {run.n_episodes:,} / {run.n_steps:,}"),
+            ("pipeline", pipe.describe()),
+            ("step advantage mean / std", f"{a['mean']:.4g} / {a['std']:.4g}"),
+            ("step advantage min / max", f"{a['min']:.4g} / {a['max']:.4g}"),
+            ("steps with advantage 0", f"{a['zero_fraction']:.1%}"),
+            ("output", f"{run.output} ({len(run.parts)} part files)"),
+            ("time", f"{run.seconds:.2f} s"),
+        ]
+        print_table("stepcredit advantages", ("", "value"), rows)
     return 0
 
 

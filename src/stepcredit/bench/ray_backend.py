@@ -11,91 +11,23 @@ backend, so both backends give identical results for the same config (apart from
 fields of the metrics). A task that fails or whose worker dies leaves a run without
 ``done.json``; rerunning the same command resumes it from its last checkpoint.
 
-Local Ray (no ``address``, and Ray not yet initialised in this process) is started bound to the
-loopback interface only: before ``ray.init`` this module sets, in ``os.environ`` (inherited by
-every Ray process),
-
-- ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: Ray's node address becomes 127.0.0.1, so the GCS,
-  raylet, object manager, runtime-env agent and worker gRPC servers all listen on loopback;
-- ``RAY_AUTH_MODE=disabled``: no token authentication for a single-machine instance that no
-  other host can reach;
-- ``RAY_USAGE_STATS_ENABLED=0``: no usage reporting;
-
-and calls ``ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
-log_to_driver=False, ...)``. Ray only reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when it is first
-imported; if ray was imported before, the same switch (``ray._private.ray_constants
-.ENABLE_RAY_CLUSTER``, read at call time) is turned off directly.
-
-With ``address`` (``--ray-address``), ``ray.init(address=...)`` joins a running cluster and the
-environment is left alone. Then ``OUT`` must be a path that every node sees (a shared
-filesystem), stepcredit must be installed on every node, and pipeline files must exist at the
-same paths there. If Ray is already initialised in this process (a notebook, a test session),
-that instance is used as it is and left running.
+Ray is started on 127.0.0.1 only, or joins the cluster at ``address`` (``--ray-address``); see
+:mod:`stepcredit._ray` for the loopback settings. With ``address``, ``OUT`` must be a path that
+every node sees (a shared filesystem), stepcredit must be installed on every node, and pipeline
+files must exist at the same paths there.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from stepcredit._ray import LOOPBACK_ENV, RayUnavailable, ray_session, start_local_ray
 from stepcredit.bench.matrix import BenchConfig, BenchError, RunSpec, run_one
 
 __all__ = ["LOOPBACK_ENV", "run_ray", "start_local_ray"]
-
-#: Environment variables set before a local Ray starts (see the module docstring).
-LOOPBACK_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-
-#: The object store holds only task arguments (configs of a few kB); Ray's minimum is 75 MiB.
-_OBJECT_STORE_BYTES = 100 * 1024**2
-
-
-def _import_ray(local: bool) -> Any:
-    """Import ray (after setting :data:`LOOPBACK_ENV` when Ray will be started locally)."""
-    if local:
-        os.environ.update(LOOPBACK_ENV)
-    try:
-        import ray
-    except ImportError as e:
-        raise BenchError(
-            "the ray backend needs the ray package: pip install 'stepcredit[ray]' (or use --backend local)"
-        ) from e
-    if local:
-        from ray._private import ray_constants
-
-        # Read once at import: when ray was imported before the environment was set, turn the
-        # switch off here (services.get_node_ip_address reads the attribute at call time).
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    return ray
-
-
-def start_local_ray(num_cpus: int) -> None:
-    """Start a Ray instance on this machine that listens on 127.0.0.1 only.
-
-    Args:
-        num_cpus: CPUs Ray may schedule; with one CPU per task, the runs in parallel (>= 1).
-
-    Returns:
-        None. Ray is initialised in this process; call ``ray.shutdown()`` when done.
-    """
-    if num_cpus < 1:
-        raise BenchError(f"workers={num_cpus} must be >= 1")
-    ray = _import_ray(local=True)
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-        object_store_memory=_OBJECT_STORE_BYTES,
-    )
 
 
 def _task(cfg: BenchConfig, run: RunSpec, out: str) -> None:
@@ -139,24 +71,11 @@ def run_ray(
     todo = list(todo)
     if not todo:
         return
-    ray = _import_ray(local=address is None and not _ray_initialized())
-    started_here = False
-    if not ray.is_initialized():
-        if address is None:
-            start_local_ray(workers or os.cpu_count() or 1)
-        else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        started_here = True
     try:
-        _submit_and_wait(ray, cfg, todo, str(Path(out).resolve()), workers or len(todo), on_run)
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-def _ray_initialized() -> bool:
-    ray = sys.modules.get("ray")
-    return bool(ray is not None and ray.is_initialized())
+        with ray_session(address, workers) as ray:
+            _submit_and_wait(ray, cfg, todo, str(Path(out).resolve()), workers or len(todo), on_run)
+    except RayUnavailable as e:  # no ray package: a benchmark usage error
+        raise BenchError(str(e)) from e
 
 
 def _submit_and_wait(ray: Any, cfg: BenchConfig, todo: list[RunSpec], out: str, window: int,

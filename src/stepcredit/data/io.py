@@ -30,6 +30,7 @@ __all__ = [
     "FORMATS",
     "atomic_path",
     "credit_table",
+    "dataset_files",
     "read_rollouts",
     "write_credit",
     "write_rollouts",
@@ -53,19 +54,80 @@ def _format(path: Path, role: str) -> str:
 
 # ---------------------------------------------------------------------- reading
 def read_rollouts(path: str | os.PathLike) -> Rollouts:
-    """Read and validate a rollout file (``.jsonl`` or ``.parquet``).
+    """Read and validate a rollout file (``.jsonl`` or ``.parquet``), or a Parquet dataset: a
+    directory of ``.parquet`` files (see :func:`dataset_files`), read in path order as one batch.
 
     Raises:
         RolloutsError: naming the file, the line (JSONL, 1-based) or row (Parquet, 0-based),
             the field and the fix, for the first problem found.
     """
     p = Path(path)
+    if p.is_dir():
+        files = dataset_files(p)
+        return concat_files([_read_parquet(f) for f in files], files)
     fmt = _format(p, "input")
     if not p.is_file():
         raise RolloutsError(str(p), "", "", "no such file", "check the path")
     if fmt == "parquet":
         return _read_parquet(p)
     return _read_jsonl(p)
+
+
+def dataset_files(path: str | os.PathLike) -> list[Path]:
+    """The files of a Parquet dataset: every ``*.parquet`` / ``*.pq`` file under the directory
+    ``path`` (subdirectories included), sorted by path; names starting with ``_`` or ``.`` are
+    skipped (metadata, as Arrow's dataset reader does).
+
+    Raises:
+        RolloutsError: ``path`` is not a directory or holds no Parquet file.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise RolloutsError(str(p), "", "", "is not a directory", "give a directory of .parquet files")
+    files = sorted(
+        f for f in p.rglob("*")
+        if f.is_file() and FORMATS.get(f.suffix.lower()) == "parquet"
+        and not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts)
+    )
+    if not files:
+        raise RolloutsError(str(p), "", "", "holds no .parquet file", "write the rollouts as *.parquet files in it")
+    return files
+
+
+def _fields(ro: Rollouts) -> dict[str, list[str]]:
+    return {
+        "step fields": sorted(set(ro.columns) - {"reward"}),  # reward: absent = 0, as in a file
+        "key fields": sorted(f"{k} ({ro.key_values[k].type})" for k in ro.keys),
+        "reward components": sorted(ro.episode_columns),
+    }
+
+
+def concat_files(parts: list[Rollouts], files: list[Path]) -> Rollouts:
+    """The rollouts of several files as one batch, in order; an error names the file that does
+    not fit the first one (other fields) or the two files that share an episode id."""
+    if len(parts) == 1:
+        return parts[0]
+    want = _fields(parts[0])
+    for f, part in zip(files[1:], parts[1:]):
+        got = _fields(part)
+        for what in want:
+            if got[what] != want[what]:
+                raise RolloutsError(
+                    str(f), "", "", f"has {what} {got[what]}, {files[0].name} has {want[what]}",
+                    "give every file of a dataset the same step fields and reward components",
+                )
+    ids = pa.concat_arrays([p.episode_id for p in parts])
+    if len(pc.unique(ids)) != len(ids):  # find the first repeat, to name both files
+        seen: dict[str, int] = {}
+        for i, part in enumerate(parts):
+            for row, eid in enumerate(part.episode_id.to_pylist()):
+                first = seen.setdefault(eid, i)
+                if first != i:
+                    raise RolloutsError(
+                        str(files[i]), f"row {row}", "episode_id", f"{eid!r} is also an episode of {files[first]}",
+                        "give every episode of a dataset its own id",
+                    )
+    return Rollouts.concat(parts)
 
 
 def _read_parquet(p: Path) -> Rollouts:

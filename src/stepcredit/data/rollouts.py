@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -120,6 +121,17 @@ class MissingColumnError(ValueError):
 
     def __reduce__(self):  # keep the arguments across pickling (multiprocessing workers)
         return (type(self), (self.column, self.by, self.present))
+
+    def in_file(self, path: str | os.PathLike) -> RolloutsError:
+        """The same problem as a data error of the file ``path`` (the CLI's exit status 1)."""
+        if self.component is not None:
+            field, where, name = self.column, "every episode's \"rewards\" object", self.component
+        else:
+            field, where, name = f"steps[].{self.column}", "every step", self.column
+        return RolloutsError(
+            str(path), "", field, f"{self.by} needs this field and the input does not have it",
+            f"add '{name}' to {where}, or choose a pipeline that does not need it",
+        )
 
 
 @dataclass(frozen=True, eq=False)
