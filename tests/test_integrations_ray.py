@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import stepcredit as sc
+import stepcredit.cli
 from stepcredit.cli import main
 from stepcredit.integrations.ray_credit import MANIFEST, advantages_dataset, partition_of
-from stepcredit.pipeline import PipelineError
 
 pytestmark = pytest.mark.xdist_group("ray")  # one worker, one Ray (the session fixture local_ray)
 
@@ -94,8 +94,51 @@ def test_ray_backend_equals_the_local_backend(local_ray, dataset, tmp_path, args
     assert not list(tmp_path.glob(".ray.*")), "a temporary directory was left behind"
 
 
+def write_batches(root: Path, records: list[dict], n_files: int = 3) -> Path:
+    """Whole groups per file, as a trainer writing one file per batch leaves them."""
+    root.mkdir(parents=True, exist_ok=True)
+    groups = sorted({r["group_id"] for r in records})
+    for k, chunk in enumerate(np.array_split(np.arange(len(groups)), n_files)):
+        mine = {groups[i] for i in chunk}
+        sc.write_rollouts(sc.Rollouts.from_records([r for r in records if r["group_id"] in mine]), root / f"b{k}.parquet")
+    return root
+
+
+@pytest.mark.parametrize("args", PIPELINES[:3], ids=[" ".join(a) for a in PIPELINES[:3]])
+def test_files_of_whole_groups_skip_the_shuffle_and_equal_the_local_backend(local_ray, tmp_path, args):
+    ds = write_batches(tmp_path / "ds", make_records(5))
+    want = local_table(ds, tmp_path, args)
+    pipe = sc.cli._pipeline(sc.cli._build_parser().parse_args(["advantages", str(ds), *args]))
+    ticks: list[tuple[int, int]] = []
+    run = advantages_dataset(ds, tmp_path / "ray", pipe, progress=lambda done, total: ticks.append((done, total)))
+    assert not run.shuffled and run.partitions == 3
+    assert ticks == [(k, 6) for k in range(1, 7)]  # 3 scan tasks, then 3 tasks of one file each
+    assert [p.name for p in run.parts] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert pq.read_table(tmp_path / "ray").sort_by(SORT).equals(want)
+    assert json.loads((tmp_path / "ray" / MANIFEST).read_text())["shuffled"] is False
+    # the same dataset through the shuffle gives the same advantages
+    run = advantages_dataset(ds, tmp_path / "ray", pipe, partitions=2)
+    assert run.shuffled and pq.read_table(tmp_path / "ray").sort_by(SORT).equals(want)
+
+
+def test_a_bad_file_of_whole_groups_is_named(local_ray, tmp_path):
+    ds = write_batches(tmp_path / "ds", make_records(6, n_groups=9))
+    t = pq.read_table(ds / "b1.parquet")
+    steps = t.column("steps").to_pylist()
+    steps[2][0]["reward"] = None  # a present-but-null step reward in row 2
+    steps[2][0]["state"] = None
+    pq.write_table(t.set_column(t.schema.get_field_index("steps"), "steps", pa.array(steps)), ds / "b1.parquet")
+    with pytest.raises(sc.RolloutsError) as err:
+        advantages_dataset(ds, tmp_path / "out", sc.Pipeline.build("gigpo"))
+    assert err.value.source == str(ds / "b1.parquet") and err.value.record.startswith("row 2")
+    assert not (tmp_path / "out").exists()
+
+
 def test_groups_are_never_split_and_rows_keep_input_order(local_ray, dataset, tmp_path):
-    run = advantages_dataset(dataset, tmp_path / "out", sc.Pipeline.build("grpo"), partitions=5)
+    ticks: list[tuple[int, int]] = []
+    run = advantages_dataset(dataset, tmp_path / "out", sc.Pipeline.build("grpo"), partitions=5,
+                             progress=lambda done, total: ticks.append((done, total)))
+    assert ticks == [(k, 9) for k in range(1, 10)]  # 4 map tasks (one per file), then 5 reduce tasks
     ro = sc.read_rollouts(dataset)
     where: dict[str, int] = {}
     for k, part in enumerate(run.parts):
@@ -243,3 +286,17 @@ def test_without_ray_the_error_names_the_extra(dataset, tmp_path, monkeypatch, c
     assert main(["advantages", str(dataset), "-e", "grpo", "--backend", "ray", "-o", str(tmp_path / "o")]) == 2
     assert "pip install 'stepcredit[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_integer_group_ids_get_the_readers_error(local_ray, tmp_path):
+    # the scan hashes string ids only; other types go to the validating path, which names them
+    ds = write_batches(tmp_path / "ds", make_records(7, n_groups=6), n_files=2)
+    t = pq.read_table(ds / "b0.parquet")
+    t = t.set_column(t.schema.get_field_index("group_id"), "group_id", pa.array(range(t.num_rows), pa.int64()))
+    pq.write_table(t, ds / "b0.parquet")
+    with pytest.raises(sc.RolloutsError) as local_err:
+        sc.read_rollouts(ds)
+    with pytest.raises(sc.RolloutsError) as ray_err:
+        advantages_dataset(ds, tmp_path / "out", sc.Pipeline.build("grpo"))
+    assert str(ray_err.value) == str(local_err.value)
+    assert ray_err.value.source == str(ds / "b0.parquet") and ray_err.value.field == "group_id"

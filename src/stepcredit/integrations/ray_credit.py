@@ -8,11 +8,16 @@ layout of ``stepcredit.data``); the output is a Parquet dataset of the advantage
 per step, the columns of ``stepcredit advantages -o FILE.parquet``), one ``part-NNNNN.parquet``
 per partition, plus ``_stepcredit.json`` (the pipeline, the input files, the counts).
 
-How (Ray core tasks, a hash shuffle through the filesystem):
+How (Ray core tasks; no Ray Data):
 
-1. **map**, one task per input file: read and validate it (errors name the file and row),
-   check the pipeline against its fields, and split its episodes by ``hash(group_id) mod P``
-   into shard files ``_shuffle/pNNNNN/fNNNNNN.parquet`` (the original rows, in file order);
+0. **scan**, one task per input file: read only its ``group_id`` and ``episode_id`` columns.
+   When every group lies in one file and no episode id repeats (a trainer that writes one
+   file per batch leaves such a dataset), each file is one partition: one task per file reads
+   and validates it (errors name the file and row), runs the pipeline and writes its part;
+1. otherwise (or when ``partitions`` is given), a hash shuffle through the filesystem:
+   **map**, one task per input file: read and validate it, check the pipeline against its
+   fields, and split its episodes by ``hash(group_id) mod P`` into shard files
+   ``_shuffle/pNNNNN/fNNNNNN.parquet`` (the original rows, in file order);
 2. **reduce**, one task per partition: read its shards in input-file order, run the pipeline
    on the partition (whole groups only: a group never spans two partitions), write
    ``part-NNNNN.parquet``;
@@ -27,7 +32,7 @@ test suite checks this on multi-file datasets, exactly); the rows come grouped b
 in input order within a part. Episode ids must be unique over the whole dataset, and every file
 must have the same fields, as for the local backend (both are checked).
 
-Memory: a map task holds one input file, a reduce task one partition (by default about 64 MiB of
+Memory: a task holds one input file or one partition (in a shuffle, by default about 64 MiB of
 compressed input each; ``partitions`` sets their number). Ray's object store carries only task
 arguments and small results. On a cluster (``address``) the input, the output and its parent
 directory must be on a filesystem every node sees.
@@ -77,6 +82,8 @@ class DatasetRun:
         output: the output directory.
         parts: the part files written (empty partitions write none).
         partitions: the number of partitions P.
+        shuffled: whether the episodes went through the hash shuffle (False: one partition per
+            file, every group lying in one file).
         n_groups, n_episodes, n_steps: totals over the dataset.
         advantage: mean, std, min, max and zero_fraction of the step advantages.
         seconds: wall-clock time of the whole run (Ray start included).
@@ -86,6 +93,7 @@ class DatasetRun:
     output: Path
     parts: list[Path] = field(default_factory=list)
     partitions: int = 0
+    shuffled: bool = True
     n_groups: int = 0
     n_episodes: int = 0
     n_steps: int = 0
@@ -169,6 +177,37 @@ def _map_file(index: int, path: str, partitions: int, scratch: str, pipe: Pipeli
     return {"episodes": ro.n_episodes, "steps": ro.n_steps}
 
 
+def _scan_file(path: str) -> dict[str, Any] | None:
+    """The distinct group hashes and the episode-id hashes of one file (two columns only);
+    None when they cannot be read (the shuffle's full validation then names the problem)."""
+    try:
+        t = pq.read_table(path, columns=["group_id", "episode_id"])
+        if not all(pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in t.columns):
+            return None  # not ids as the reader takes them: let its validation say so
+        return {"groups": np.unique(hash_keys(t.column("group_id"))), "ids": hash_keys(t.column("episode_id"))}
+    except Exception:  # noqa: BLE001 - any problem: take the validating path
+        return None
+
+
+def _groups_within_files(scans: list[dict[str, Any] | None]) -> bool:
+    """Whether every group lies in one file and no episode id repeats across the files."""
+    if any(sc is None for sc in scans):
+        return False
+    groups = np.concatenate([sc["groups"] for sc in scans])
+    ids = np.concatenate([sc["ids"] for sc in scans])
+    return len(np.unique(groups)) == len(groups) and len(np.unique(ids)) == len(ids)
+
+
+def _direct_file(index: int, path: str, out_dir: str, pipe: Pipeline) -> dict[str, Any]:
+    """One file that holds whole groups: validate it, run the pipeline, write its part."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise RolloutsError(path, "", "", f"is not a readable Parquet file ({exc})", "write it with pyarrow or `stepcredit` again") from None
+    ro = Rollouts.from_arrow(table, source=path)
+    return _run_part(ro, pipe, path, Path(out_dir) / f"part-{index:05d}.parquet")
+
+
 def _check_unique_ids(q: int, files: list[str], scratch: Path) -> None:
     """Raise if two input files hold the same episode id (partition q of the id hashes)."""
     d = scratch / "ids" / f"q{q:05d}"
@@ -212,6 +251,11 @@ def _reduce_partition(p: int, files: list[str], scratch: str, out_dir: str, pipe
         srcs.append(Path(src))
     ro = concat_files(parts, srcs)
     source = str(Path(files[0]).parent) if len(files) > 1 else files[0]
+    return _run_part(ro, pipe, source, Path(out_dir) / f"part-{p:05d}.parquet")
+
+
+def _run_part(ro: Rollouts, pipe: Pipeline, source: str, part: Path) -> dict[str, Any]:
+    """Run the pipeline on one partition, write its part file; its counts and sums."""
     try:
         result = pipe.run(ro)
     except MissingColumnError as exc:
@@ -220,7 +264,6 @@ def _reduce_partition(p: int, files: list[str], scratch: str, out_dir: str, pipe
         if exc.source != "<rollouts>":
             raise
         raise RolloutsError(source, exc.record, exc.field, exc.problem, exc.fix) from None
-    part = Path(out_dir) / f"part-{p:05d}.parquet"
     write_credit(result.credit, result.rollouts, part)
     a = result.credit.step_advantage
     return {
@@ -271,6 +314,7 @@ def advantages_dataset(
     address: str | None = None,
     workers: int | None = None,
     partitions: int | None = None,
+    shuffle: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> DatasetRun:
     """Compute the advantages of a Parquet dataset with Ray (see the module docstring).
@@ -283,8 +327,12 @@ def advantages_dataset(
         address: a Ray cluster to join; None starts Ray locally on 127.0.0.1 (or uses the Ray
             already initialised in this process).
         workers: CPUs of a locally started Ray (default: every CPU); tasks take one CPU each.
-        partitions: the number of partitions P (default: enough for about 64 MiB of input
-            each, and at least one per available CPU).
+        partitions: hash-partition into this many partitions (always shuffles). Default: one
+            partition per file when every group lies in one file and no episode id repeats
+            across files, else a shuffle into enough partitions for about 64 MiB of input each,
+            and at least one per available CPU.
+        shuffle: True always shuffles (with the default or the given number of partitions);
+            None (default) shuffles only when ``partitions`` is given or a group spans files.
         progress: called as ``progress(tasks_done, tasks_total)`` after each task.
 
     Returns:
@@ -309,29 +357,43 @@ def advantages_dataset(
     run = DatasetRun(files=files, output=out)
     try:
         with ray_session(address, workers) as ray:
-            cpus = max(1, int(ray.available_resources().get("CPU", 1)))
-            in_bytes = sum(f.stat().st_size for f in files)
-            P = partitions or max(cpus, math.ceil(in_bytes / PARTITION_BYTES))
-            run.partitions = P
-            scratch.mkdir(parents=True)
-            total = len(files) + P
-            done = [0]
-
-            def tick(_: dict) -> None:
-                done[0] += 1
-                if progress:
-                    progress(done[0], total)
-
             names = [str(f) for f in files]
             pipe_ref = ray.put(pipeline)
-            _run_tasks(ray, _map_file, [(i, f, P, str(scratch), pipe_ref) for i, f in enumerate(names)], tick)
-            stats = _run_tasks(ray, _reduce_partition, [(p, names, str(scratch), str(tmp), pipe_ref) for p in range(P)], tick)
-        shutil.rmtree(scratch)
+            done = [0]
+            total = [len(files)]
+
+            def tick(_: Any) -> None:
+                done[0] += 1
+                if progress:
+                    progress(done[0], total[0])
+
+            direct = False
+            if partitions is None and not shuffle:
+                total[0] = 2 * len(files)
+                direct = _groups_within_files(_run_tasks(ray, _scan_file, [(f,) for f in names], tick))
+            run.shuffled = not direct
+            if direct:
+                run.partitions = len(files)
+                tmp.mkdir()
+                stats = _run_tasks(ray, _direct_file, [(i, f, str(tmp), pipe_ref) for i, f in enumerate(names)], tick)
+            else:
+                cpus = max(1, int(ray.available_resources().get("CPU", 1)))
+                in_bytes = sum(f.stat().st_size for f in files)
+                P = partitions or max(cpus, math.ceil(in_bytes / PARTITION_BYTES))
+                run.partitions = P
+                total[0] = done[0] + len(files) + P
+                scratch.mkdir(parents=True)
+                _run_tasks(ray, _map_file, [(i, f, P, str(scratch), pipe_ref) for i, f in enumerate(names)], tick)
+                stats = _run_tasks(
+                    ray, _reduce_partition, [(p, names, str(scratch), str(tmp), pipe_ref) for p in range(P)], tick
+                )
+        shutil.rmtree(scratch, ignore_errors=True)
         _summarise(run, stats, tmp)
         manifest = {
             "pipeline": pipeline.to_dict(),
             "input": [str(f) for f in files],
-            "partitions": P,
+            "partitions": run.partitions,
+            "shuffled": not direct,
             "parts": [p.name for p in run.parts],
             "groups": run.n_groups,
             "episodes": run.n_episodes,
