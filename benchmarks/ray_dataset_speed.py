@@ -12,7 +12,7 @@ index, so GiGPO finds anchor states; outcomes 0/1), as a trainer writing one fil
 would leave them. 10M = 10 x 2**20 = 10,485,760 steps = 655,360 episodes.
 
 Every measurement runs in a fresh Python process (``--one``), so each pays its own imports, and
-its peak memory (``ru_maxrss``) is its own:
+its peak memory (VmHWM) is its own:
 
 * **local**: what ``stepcredit advantages DIR -e NAME -o out.parquet`` does: read every file
   into one Rollouts, run the pipeline, write one Parquet file.
@@ -21,8 +21,8 @@ its peak memory (``ru_maxrss``) is its own:
   partition ("files as partitions"); the "hash shuffle" rows force the shuffle
   (``shuffle=True``: map tasks split every file by group hash into shard files, reduce tasks
   run the pipeline per partition), which a dataset whose groups span files needs. Ray's start
-  and shutdown are timed separately and reported both included and excluded. Peak memory is the largest ``ru_maxrss`` over the
-  Ray worker processes (asked after the run) and the driver.
+  and shutdown are timed separately and reported both included and excluded. Peak memory is
+  the largest VmHWM over the Ray worker processes (asked after the run) and the driver.
 
 Steps/s = dataset steps / wall time of the whole command (reading and writing included). Both
 backends' outputs are compared (sorted by episode and step) before a row is reported.
@@ -85,13 +85,27 @@ def write_dataset(root: Path, steps: int, files: int, seed: int = 0) -> None:
         sc.write_rollouts(ro, root / f"batch-{f:04d}.parquet")
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes: VmHWM of /proc/self/status (Linux), else
+    ru_maxrss. Not ru_maxrss first: Linux keeps it across execve, so a process started from a
+    large parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker_peak_rss(ray) -> int:
-    """Largest ru_maxrss (bytes) over the Ray worker processes that answer (one task per CPU)."""
+    """Largest peak RSS (bytes) over the Ray worker processes that answer (one task per CPU)."""
 
     @ray.remote(num_cpus=1)
     def rss() -> tuple[int, int]:
         time.sleep(0.2)  # keep each worker busy so that every idle one gets a task
-        return os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return os.getpid(), peak_rss()
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return max(r for _, r in ray.get([rss.remote() for _ in range(2 * cpus)]))
@@ -111,7 +125,7 @@ def one(args: argparse.Namespace) -> dict:
         result = pipe.run(ro)
         sc.write_credit(result.credit, result.rollouts, out)
         wall = time.perf_counter() - t0
-        return {"wall": wall, "steps": ro.n_steps, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        return {"wall": wall, "steps": ro.n_steps, "rss": peak_rss()}
     from stepcredit._ray import start_local_ray
     from stepcredit.integrations.ray_credit import advantages_dataset
 
@@ -128,7 +142,7 @@ def one(args: argparse.Namespace) -> dict:
     return {
         "wall": t_start + t_run + t_stop, "start": t_start, "run": t_run, "stop": t_stop, "steps": run.n_steps,
         "partitions": run.partitions,
-        "rss": max(rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+        "rss": max(rss, peak_rss()),
     }
 
 
@@ -159,7 +173,7 @@ def one_ray_data(args: argparse.Namespace) -> dict:
     ray.shutdown()
     t_stop = time.perf_counter() - t1
     return {"wall": t_start + t_run + t_stop, "start": t_start, "run": t_run, "stop": t_stop, "steps": steps,
-            "partitions": 0, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "partitions": 0, "rss": peak_rss()}
 
 
 def measure(args: argparse.Namespace, kind: str, pipeline: str, out: Path, workers: int = 0) -> dict:

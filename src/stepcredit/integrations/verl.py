@@ -58,6 +58,9 @@ import numpy as np
 from stepcredit.data import Credit, Rollouts
 from stepcredit.data.rollouts import KEY_COLUMNS
 from stepcredit.estimators import list_estimators
+from stepcredit.integrations._tokens import as_numpy as _numpy
+from stepcredit.integrations._tokens import ids_array as _ids
+from stepcredit.integrations._tokens import weighted_step_advantage
 from stepcredit.pipeline import Pipeline, PipelineError, PipelineResult, PipelineState
 
 __all__ = [
@@ -177,24 +180,6 @@ class BatchRollouts:
     step_row: np.ndarray
     row_step: np.ndarray
     multi_turn: bool
-
-
-def _numpy(x: Any, dtype: Any = None) -> np.ndarray:
-    """A tensor or array-like as a NumPy array on the CPU (float64 when dtype says so)."""
-    if hasattr(x, "detach"):  # torch.Tensor
-        x = x.detach().cpu()
-        if dtype is not None:
-            import torch
-
-            x = x.to(torch.float64 if dtype == np.float64 else torch.int64)
-        return x.numpy()
-    return np.asarray(x) if dtype is None else np.asarray(x, dtype=dtype)
-
-
-def _ids(values: np.ndarray) -> np.ndarray:
-    """Ids (strings, integers or other objects) as an array Arrow can take: integers stay,
-    everything else becomes its ``str``."""
-    return values if values.dtype.kind in "iuU" else values.astype(str)
 
 
 def rollouts_from_batch(
@@ -388,11 +373,8 @@ def compute_advantages(
             f"the pipeline returned credit for {credit.n_steps} steps but the batch has "
             f"{batch.rollouts.n_steps} rows: filters that add episodes cannot be used inside verl"
         )
-    adv = credit.step_advantage
+    adv = weighted_step_advantage(credit)
     ret = credit.step_return
-    weight = credit.step_weight
-    if weight is not None:
-        adv = adv * weight
     advantages = _expand(_row_values(adv, batch), response_mask, token_level_rewards)
     returns = advantages if ret is None else _expand(_row_values(ret, batch), response_mask, token_level_rewards)
     return VerlAdvantages(advantages, returns, batch, result)
