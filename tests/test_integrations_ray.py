@@ -212,6 +212,21 @@ def test_files_with_other_fields_are_refused(local_ray, tmp_path):
         sc.read_rollouts(ds)  # the local backend refuses it the same way
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_files_with_other_fields_are_refused_even_in_separate_partitions(local_ray, tmp_path, shuffle):
+    # whole groups per file: no partition holds both files, yet the dataset is refused as a whole
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    with_value = [{"episode_id": f"a{i}", "group_id": "ga", "outcome": float(i), "steps": [{"value": 0.5}]} for i in range(3)]
+    without = [{"episode_id": f"b{i}", "group_id": "gb", "outcome": float(i), "steps": [{"reward": 1.0}]} for i in range(3)]
+    sc.write_rollouts(sc.Rollouts.from_records(with_value), ds / "a.parquet")
+    sc.write_rollouts(sc.Rollouts.from_records(without), ds / "b.parquet")
+    with pytest.raises(sc.RolloutsError, match=r"has step fields \[\], a.parquet has \['value'\]") as err:
+        advantages_dataset(ds, tmp_path / "out", sc.Pipeline.build("grpo"), shuffle=shuffle, partitions=64 if shuffle else None)
+    assert err.value.source == str(ds / "b.parquet")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_field_names_the_file(local_ray, tmp_path):
     recs = [{"episode_id": f"e{i}", "group_id": "g", "outcome": 1.0, "steps": [{"reward": 0.0}]} for i in range(3)]
     ds = tmp_path / "ds"

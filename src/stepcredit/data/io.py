@@ -94,7 +94,9 @@ def dataset_files(path: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _fields(ro: Rollouts) -> dict[str, list[str]]:
+def file_fields(ro: Rollouts) -> dict[str, list[str]]:
+    """What must agree between the files of a dataset: step fields, key fields with their type,
+    reward components (JSON-serialisable, so Ray tasks can return it)."""
     return {
         "step fields": sorted(set(ro.columns) - {"reward"}),  # reward: absent = 0, as in a file
         "key fields": sorted(f"{k} ({ro.key_values[k].type})" for k in ro.keys),
@@ -102,20 +104,24 @@ def _fields(ro: Rollouts) -> dict[str, list[str]]:
     }
 
 
+def check_same_fields(fields: list[dict[str, list[str]]], files: list[Path]) -> None:
+    """Raise naming the first file whose fields (:func:`file_fields`) differ from the first file's."""
+    want = fields[0]
+    for f, got in zip(files[1:], fields[1:]):
+        for what in want:
+            if got[what] != want[what]:
+                raise RolloutsError(
+                    str(f), "", "", f"has {what} {got[what]}, {Path(files[0]).name} has {want[what]}",
+                    "give every file of a dataset the same step fields and reward components",
+                )
+
+
 def concat_files(parts: list[Rollouts], files: list[Path]) -> Rollouts:
     """The rollouts of several files as one batch, in order; an error names the file that does
     not fit the first one (other fields) or the two files that share an episode id."""
     if len(parts) == 1:
         return parts[0]
-    want = _fields(parts[0])
-    for f, part in zip(files[1:], parts[1:]):
-        got = _fields(part)
-        for what in want:
-            if got[what] != want[what]:
-                raise RolloutsError(
-                    str(f), "", "", f"has {what} {got[what]}, {files[0].name} has {want[what]}",
-                    "give every file of a dataset the same step fields and reward components",
-                )
+    check_same_fields([file_fields(p) for p in parts], files)
     ids = pa.concat_arrays([p.episode_id for p in parts])
     if len(pc.unique(ids)) != len(ids):  # find the first repeat, to name both files
         seen: dict[str, int] = {}

@@ -61,7 +61,7 @@ import pyarrow.parquet as pq
 
 from stepcredit.data import MissingColumnError, Rollouts, RolloutsError, write_credit
 from stepcredit.data.hashing import hash_keys
-from stepcredit.data.io import concat_files, dataset_files
+from stepcredit.data.io import check_same_fields, concat_files, dataset_files, file_fields
 from stepcredit.locality import batch_dependence
 from stepcredit.pipeline import Pipeline, PipelineError
 
@@ -174,7 +174,7 @@ def _map_file(index: int, path: str, partitions: int, scratch: str, pipe: Pipeli
         d = Path(scratch) / "ids" / f"q{q:05d}"
         d.mkdir(parents=True, exist_ok=True)
         np.save(d / f"f{index:06d}.npy", np.stack([ids[sel].view(np.int64), sel]), allow_pickle=False)
-    return {"episodes": ro.n_episodes, "steps": ro.n_steps}
+    return {"episodes": ro.n_episodes, "steps": ro.n_steps, "fields": file_fields(ro)}
 
 
 def _scan_file(path: str) -> dict[str, Any] | None:
@@ -205,7 +205,7 @@ def _direct_file(index: int, path: str, out_dir: str, pipe: Pipeline) -> dict[st
     except (pa.ArrowInvalid, OSError) as exc:
         raise RolloutsError(path, "", "", f"is not a readable Parquet file ({exc})", "write it with pyarrow or `stepcredit` again") from None
     ro = Rollouts.from_arrow(table, source=path)
-    return _run_part(ro, pipe, path, Path(out_dir) / f"part-{index:05d}.parquet")
+    return {**_run_part(ro, pipe, path, Path(out_dir) / f"part-{index:05d}.parquet"), "fields": file_fields(ro)}
 
 
 def _check_unique_ids(q: int, files: list[str], scratch: Path) -> None:
@@ -376,6 +376,7 @@ def advantages_dataset(
                 run.partitions = len(files)
                 tmp.mkdir()
                 stats = _run_tasks(ray, _direct_file, [(i, f, str(tmp), pipe_ref) for i, f in enumerate(names)], tick)
+                check_same_fields([st["fields"] for st in stats], files)  # as the local backend requires
             else:
                 cpus = max(1, int(ray.available_resources().get("CPU", 1)))
                 in_bytes = sum(f.stat().st_size for f in files)
@@ -383,7 +384,8 @@ def advantages_dataset(
                 run.partitions = P
                 total[0] = done[0] + len(files) + P
                 scratch.mkdir(parents=True)
-                _run_tasks(ray, _map_file, [(i, f, P, str(scratch), pipe_ref) for i, f in enumerate(names)], tick)
+                mapped = _run_tasks(ray, _map_file, [(i, f, P, str(scratch), pipe_ref) for i, f in enumerate(names)], tick)
+                check_same_fields([st["fields"] for st in mapped], files)  # before any reduce: the same fields everywhere
                 stats = _run_tasks(
                     ray, _reduce_partition, [(p, names, str(scratch), str(tmp), pipe_ref) for p in range(P)], tick
                 )
