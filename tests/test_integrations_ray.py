@@ -315,3 +315,23 @@ def test_integer_group_ids_get_the_readers_error(local_ray, tmp_path):
         advantages_dataset(ds, tmp_path / "out", sc.Pipeline.build("grpo"))
     assert str(ray_err.value) == str(local_err.value)
     assert ray_err.value.source == str(ds / "b0.parquet") and ray_err.value.field == "group_id"
+
+
+def test_ray_address_joins_a_running_cluster(local_ray, dataset, tmp_path):
+    # a second process joins the session's Ray by its address (as on a cluster: --ray-address)
+    # and leaves it running; the output equals the local backend's
+    import subprocess
+
+    address = local_ray.get_runtime_context().gcs_address
+    out = tmp_path / "joined"
+    proc = subprocess.run(
+        [sys.executable, "-m", "stepcredit.cli", "advantages", str(dataset), "-e", "gigpo", "--backend", "ray",
+         "--ray-address", address, "-o", str(out), "--partitions", "3"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ray (" + address in proc.stdout.replace("\n", "")  # the summary names the cluster it joined
+    assert pq.read_table(out).sort_by(SORT).equals(local_table(dataset, tmp_path, ["-e", "gigpo"]))
+    assert local_ray.is_initialized()
+    alive = [n for n in local_ray.nodes() if n["Alive"]]
+    assert len(alive) == 1  # the joining driver started no node of its own
