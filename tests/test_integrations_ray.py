@@ -335,3 +335,46 @@ def test_ray_address_joins_a_running_cluster(local_ray, dataset, tmp_path):
     assert local_ray.is_initialized()
     alive = [n for n in local_ray.nodes() if n["Alive"]]
     assert len(alive) == 1  # the joining driver started no node of its own
+
+
+def _estimator_cases() -> list[tuple[str, dict]]:
+    """Every group-local (estimator, one non-default choice) of the registry."""
+    from stepcredit.locality import stage_dependence
+
+    cases = []
+    for spec in sc.list_estimators():
+        choices = [{}] + [{p.name: c} for p in spec.params.values() if p.choices for c in p.choices if c != p.default]
+        cases += [(spec.name, c) for c in choices if stage_dependence("estimator", spec.name, spec.bind(c)) is None]
+    return cases
+
+
+@pytest.fixture(scope="module")
+def full_dataset(tmp_path_factory) -> Path:
+    """Every step field an estimator reads; tree nodes are action prefixes (a valid tree)."""
+    rng = np.random.default_rng(11)
+    recs = []
+    for g in range(30):
+        for i in range(int(rng.integers(1, 6))):
+            n = int(rng.integers(1, 6))
+            actions = [f"a{int(rng.integers(0, 2))}" for _ in range(n)]
+            recs.append({
+                "episode_id": f"g{g}-e{i}", "group_id": f"task-{g}", "outcome": float(rng.normal(5, 3)),
+                "steps": [{"state": f"s{int(rng.integers(0, 3))}-{t}", "action": actions[t],
+                           "node": f"{g}:" + "".join(actions[: t + 1]), "reward": float(rng.normal()),
+                           "process": float(rng.uniform()), "value": float(rng.normal()),
+                           "p_answer": float(rng.uniform()), "grounding": float(rng.integers(0, 2)),
+                           "importance": float(rng.uniform()), "tokens": int(rng.integers(1, 50))} for t in range(n)],
+            })
+    recs = [recs[i] for i in rng.permutation(len(recs))]
+    return write_dataset(tmp_path_factory.mktemp("full") / "rollouts", recs, n_files=3)
+
+
+@pytest.mark.parametrize(("name", "params"), _estimator_cases(), ids=[f"{n}-{p}" for n, p in _estimator_cases()])
+def test_every_group_local_estimator_is_exact_under_the_shuffle(local_ray, full_dataset, tmp_path, name, params):
+    pipe = sc.Pipeline.build(name, params=params)
+    ro = sc.read_rollouts(full_dataset)
+    result = pipe.run(ro)
+    sc.write_credit(result.credit, result.rollouts, tmp_path / "local.parquet")
+    advantages_dataset(full_dataset, tmp_path / "ray", pipe, partitions=3)
+    want = pq.read_table(tmp_path / "local.parquet").sort_by(SORT)
+    assert pq.read_table(tmp_path / "ray").sort_by(SORT).equals(want)

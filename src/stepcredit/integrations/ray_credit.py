@@ -28,7 +28,8 @@ The pipeline runs once per partition, so it must be *group-local* (:mod:`stepcre
 stages that use batch statistics (GRPO ``scale="batch"``, REINFORCE++, GAE whitening, SPA with
 ``scope="global"``, LASER-D) are refused, as is a pipeline state (``--state``). For a
 group-local pipeline the credit of every step equals the local backend's on the same files (the
-test suite checks this on multi-file datasets, exactly); the rows come grouped by partition,
+test suite finds it bit-for-bit equal for every group-local estimator configuration and for
+pipelines with transforms and filters, on multi-file datasets); the rows come grouped by partition,
 in input order within a part. Episode ids must be unique over the whole dataset, and every file
 must have the same fields, as for the local backend (both are checked).
 
