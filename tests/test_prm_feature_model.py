@@ -185,3 +185,18 @@ def test_bad_configs_and_labels():
     noaction = Rollouts.from_records([{"episode_id": "e", "group_id": "g", "outcome": 0.0, "steps": [{"state": "s"}]}])
     with pytest.raises(Exception, match="action"):
         FeaturePRM(feature_size=8).fit(noaction, labels=np.array([1.0]))
+
+
+def test_checked_labels_names_the_model_the_unit_and_the_index():
+    from stepcredit.prm.feature_model import checked_labels
+
+    y, used = checked_labels("m", [1, 0, 1], None, 3)
+    assert y.dtype == np.float64 and used.tolist() == [True, True, True]
+    with pytest.raises(PRMError, match=r"m: labels have shape \(2,\), expected \(3,\) \(one per episode\)"):
+        checked_labels("m", [1, 0], None, 3, unit="episode")
+    with pytest.raises(PRMError, match=r"m: mask has shape \(2,\), expected \(3,\) \(one per step\)"):
+        checked_labels("m", [1, 0, 1], [True, False], 3)
+    with pytest.raises(PRMError, match=r"m: label of episode 1 is not finite \(nan\)"):
+        checked_labels("m", [1, float("nan"), 1], None, 3, unit="episode")
+    y, used = checked_labels("m", [1, float("nan"), 1], [True, False, True], 3)  # untrained: allowed
+    assert used.tolist() == [True, False, True]

@@ -56,6 +56,34 @@ class PRMError(ValueError):
     """A bad model configuration, bad training labels, or a model file that does not fit."""
 
 
+def checked_labels(who: str, labels, mask, n: int, unit: str = "step") -> tuple[np.ndarray, np.ndarray]:
+    """Training labels and mask of a PRM fit, checked.
+
+    Args:
+        who: the model or function, for messages.
+        labels: [n] labels (one per ``unit``).
+        mask: [n] bool, what to train on, or None (all).
+        n: the number of steps (or episodes).
+        unit: ``"step"`` or ``"episode"``, for messages.
+
+    Returns:
+        (y [n] float64, used [n] bool).
+
+    Raises:
+        PRMError: a shape other than [n], or a label that is not finite where ``used``.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    if y.shape != (n,):
+        raise PRMError(f"{who}: labels have shape {y.shape}, expected ({n},) (one per {unit})")
+    used = np.ones(n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if used.shape != (n,):
+        raise PRMError(f"{who}: mask has shape {used.shape}, expected ({n},) (one per {unit})")
+    bad = np.flatnonzero(used & ~np.isfinite(y))
+    if bad.size:
+        raise PRMError(f"{who}: label of {unit} {int(bad[0])} is not finite ({y[bad[0]]})")
+    return y, used
+
+
 def _step_texts(ro: Rollouts, by: str) -> tuple[list[str], list[str]]:
     ro.require(("state", "action"), by)
     return ([str(s) for s in ro.key_values["state"].to_pylist()], [str(a) for a in ro.key_values["action"].to_pylist()])
@@ -162,15 +190,10 @@ class FeaturePRM:
         """
         optimize, _ = _scipy()
         states, actions = _step_texts(ro, "the feature PRM")
-        y = np.asarray(ro.column("label", by="the feature PRM's training") if labels is None else labels, dtype=np.float64)
-        if y.shape != (ro.n_steps,):
-            raise PRMError(f"feature PRM: labels have shape {y.shape}, expected ({ro.n_steps},) (one per step)")
-        used = np.ones(ro.n_steps, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-        if used.shape != (ro.n_steps,):
-            raise PRMError(f"feature PRM: mask has shape {used.shape}, expected ({ro.n_steps},)")
-        if not np.all(np.isfinite(y[used])):
-            bad = int(np.flatnonzero(used & ~np.isfinite(y))[0])
-            raise PRMError(f"feature PRM: label of step {bad} is not finite ({y[bad]})")
+        y, used = checked_labels(
+            "feature PRM", ro.column("label", by="the feature PRM's training") if labels is None else labels,
+            mask, ro.n_steps,
+        )
         if self.objective == "logistic" and np.any((y[used] < 0) | (y[used] > 1)):
             bad = int(np.flatnonzero(used & ((y < 0) | (y > 1)))[0])
             raise PRMError(f"feature PRM: label of step {bad} is {y[bad]}; the logistic objective needs labels in [0, 1]")

@@ -106,7 +106,7 @@ import pyarrow.compute as pc
 
 from stepcredit.data import Rollouts
 from stepcredit.ops import dense_codes, first_occurrence
-from stepcredit.prm.feature_model import PRMError
+from stepcredit.prm.feature_model import PRMError, checked_labels
 from stepcredit.prm.models import register_model_kind
 
 try:
@@ -466,16 +466,7 @@ def bt_pairs(ro: Rollouts, labels: np.ndarray | None = None, mask: np.ndarray | 
     """
     fn = "bt_pairs"
     _require(ro, ("state", "action") + (() if labels is not None else ("label",)), fn)
-    y = np.asarray(ro.column("label") if labels is None else labels, dtype=np.float64)
-    S = ro.n_steps
-    if y.shape != (S,):
-        raise PRMError(f"{fn}: labels have shape {y.shape}, expected ({S},) (one per step)")
-    m = np.ones(S, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    if m.shape != (S,):
-        raise PRMError(f"{fn}: mask has shape {m.shape}, expected ({S},)")
-    bad = np.flatnonzero(m & ~np.isfinite(y))
-    if bad.size:
-        raise PRMError(f"{fn}: label of step {int(bad[0])} is not finite ({y[bad[0]]})")
+    y, m = checked_labels(fn, ro.column("label") if labels is None else labels, mask, ro.n_steps)
     sc, _ = _codes(ro.key_values["state"])
     ac, _ = _codes(ro.key_values["action"])
     block, _ = dense_codes(ro.episode_group[ro.step_episode] * (int(sc.max(initial=0)) + 1) + sc)
@@ -596,15 +587,7 @@ class LMStepPRM(_LMBackbone):
         n = self.name
         _check_fit_args(n, epochs, batch_size, lr)
         _require(ro, ("state", "action") + (() if labels is not None else ("label",)), n)
-        y = np.asarray(ro.column("label") if labels is None else labels, dtype=np.float64)
-        if y.shape != (ro.n_steps,):
-            raise PRMError(f"{n}: labels have shape {y.shape}, expected ({ro.n_steps},) (one per step)")
-        used = np.ones(ro.n_steps, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-        if used.shape != (ro.n_steps,):
-            raise PRMError(f"{n}: mask has shape {used.shape}, expected ({ro.n_steps},)")
-        bad = np.flatnonzero(used & ~np.isfinite(y))
-        if bad.size:
-            raise PRMError(f"{n}: label of step {int(bad[0])} is not finite ({y[bad[0]]})")
+        y, used = checked_labels(n, ro.column("label") if labels is None else labels, mask, ro.n_steps)
         if self.objective != "bt":
             bad = np.flatnonzero(used & ((y < 0) | (y > 1)))
             if bad.size:
@@ -780,12 +763,9 @@ class ImplicitPRM(_LMBackbone):
         n = self.name
         _check_fit_args(n, epochs, batch_size, lr)
         E = ro.n_episodes
-        y = (ro.outcome >= self.outcome_threshold).astype(np.float64) if labels is None else np.asarray(labels, dtype=np.float64)
-        if y.shape != (E,):
-            raise PRMError(f"{n}: labels have shape {y.shape}, expected ({E},) (one per episode)")
-        used = np.ones(E, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-        if used.shape != (E,):
-            raise PRMError(f"{n}: mask has shape {used.shape}, expected ({E},) (one per episode)")
+        y, used = checked_labels(
+            n, (ro.outcome >= self.outcome_threshold) if labels is None else labels, mask, E, unit="episode"
+        )
         bad = np.flatnonzero(used & ~((y >= 0) & (y <= 1)))
         if bad.size:
             raise PRMError(f"{n}: label of episode {int(bad[0])} is {y[bad[0]]}; outcome labels must lie in [0, 1]")
