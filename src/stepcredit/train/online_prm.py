@@ -47,6 +47,7 @@ import numpy as np
 from stepcredit.data import Rollouts
 from stepcredit.policies import TabularPolicy
 from stepcredit.prm.labels import preference_pairs
+from stepcredit.shaping.preference import sigmoid
 
 __all__ = ["OnlinePRM", "PRMUpdate", "sync_action_sets", "trajectory_dpo_coefficients"]
 
@@ -70,12 +71,6 @@ class PRMUpdate:
     pairs: int
     accuracy: float | None
     margin: np.ndarray
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """σ(x) without overflow."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def trajectory_dpo_coefficients(
@@ -129,7 +124,7 @@ def trajectory_dpo_coefficients(
     per_step = np.full(E, beta) if aggregate == "sum" else beta / counts
     q = q * per_step
     m = q[win] - q[lose]
-    s = _sigmoid(-m)  # σ(−m_p) = −∂ softplus(−m)/∂m
+    s = sigmoid(-m)  # σ(−m_p) = −∂ softplus(−m)/∂m
     g = (np.bincount(win, weights=s, minlength=E) - np.bincount(lose, weights=s, minlength=E)) / P
     loss = float(np.logaddexp(0.0, -m).mean())
     return PRMUpdate(loss, np.repeat(g * per_step, counts), P, float(np.mean(m > 0)), m)
