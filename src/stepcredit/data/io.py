@@ -136,12 +136,20 @@ def concat_files(parts: list[Rollouts], files: list[Path]) -> Rollouts:
     return Rollouts.concat(parts)
 
 
-def _read_parquet(p: Path) -> Rollouts:
+def parquet_table(path: str | os.PathLike) -> pa.Table:
+    """The Arrow table of a Parquet file, not yet validated as rollouts.
+
+    Raises:
+        RolloutsError: the file is missing or is not readable Parquet (naming it).
+    """
     try:
-        table = pq.read_table(p)
+        return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise RolloutsError(str(p), "", "", f"is not a readable Parquet file ({exc})", "write it with pyarrow or `stepcredit` again") from None
-    return Rollouts.from_arrow(table, source=str(p), locate=lambda i: f"row {i}")
+        raise RolloutsError(str(path), "", "", f"is not a readable Parquet file ({exc})", "write it with pyarrow or `stepcredit` again") from None
+
+
+def _read_parquet(p: Path) -> Rollouts:
+    return Rollouts.from_arrow(parquet_table(p), source=str(p), locate=lambda i: f"row {i}")
 
 
 class _JsonlLines:

@@ -62,7 +62,7 @@ import pyarrow.parquet as pq
 
 from stepcredit.data import MissingColumnError, Rollouts, RolloutsError, write_credit
 from stepcredit.data.hashing import hash_keys
-from stepcredit.data.io import check_same_fields, concat_files, dataset_files, file_fields
+from stepcredit.data.io import check_same_fields, concat_files, dataset_files, file_fields, parquet_table, read_rollouts
 from stepcredit.locality import batch_dependence
 from stepcredit.pipeline import Pipeline, PipelineError
 
@@ -104,7 +104,18 @@ class DatasetRun:
 
 def partition_of(group_id: pa.Array, partitions: int) -> np.ndarray:
     """[E] partition of each episode: ``hash(group_id) mod P`` (the same hash in every process)."""
-    return (hash_keys(group_id) % np.uint64(partitions)).astype(np.int64)
+    return _bucket(hash_keys(group_id), partitions)
+
+
+def _bucket(hashes: np.ndarray, partitions: int) -> np.ndarray:
+    return (hashes % np.uint64(partitions)).astype(np.int64)
+
+
+def _split(bucket: np.ndarray, partitions: int) -> list[tuple[int, np.ndarray]]:
+    """(p, rows of bucket p, in order) for every non-empty bucket: one stable sort, no scan per bucket."""
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(partitions + 1))
+    return [(int(p), order[bounds[p] : bounds[p + 1]]) for p in np.flatnonzero(np.diff(bounds))]
 
 
 def input_files(path: str | os.PathLike) -> list[Path]:
@@ -149,32 +160,23 @@ def _prepare_output(out: Path) -> None:
 # ---------------------------------------------------------------------- the tasks
 def _map_file(index: int, path: str, partitions: int, scratch: str, pipe: Pipeline) -> dict[str, int]:
     """Validate one input file and split its episodes into the partitions' shard files."""
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise RolloutsError(path, "", "", f"is not a readable Parquet file ({exc})", "write it with pyarrow or `stepcredit` again") from None
+    table = parquet_table(path)
     ro = Rollouts.from_arrow(table, source=path)
     try:
         pipe.check(ro)
     except MissingColumnError as exc:
         raise exc.in_file(path) from None
-    part = partition_of(ro.group_id, partitions)
-    order = np.argsort(part, kind="stable")
-    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
     table = table.append_column(_ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    for p in np.flatnonzero(np.diff(bounds)):
-        rows = order[bounds[p] : bounds[p + 1]]
+    for p, rows in _split(partition_of(ro.group_id, partitions), partitions):
         d = Path(scratch) / f"p{p:05d}"
         d.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.take(pa.array(rows)), d / f"f{index:06d}.parquet")
     # the episode ids, by hash(episode_id) mod P: reduce task q checks they are unique
     ids = hash_keys(ro.episode_id)
-    idpart = (ids % np.uint64(partitions)).astype(np.int64)
-    for q in np.unique(idpart):
-        sel = np.flatnonzero(idpart == q)
+    for q, rows in _split(_bucket(ids, partitions), partitions):
         d = Path(scratch) / "ids" / f"q{q:05d}"
         d.mkdir(parents=True, exist_ok=True)
-        np.save(d / f"f{index:06d}.npy", np.stack([ids[sel].view(np.int64), sel]), allow_pickle=False)
+        np.save(d / f"f{index:06d}.npy", np.stack([ids[rows].view(np.int64), rows]), allow_pickle=False)
     return {"episodes": ro.n_episodes, "steps": ro.n_steps, "fields": file_fields(ro)}
 
 
@@ -201,11 +203,7 @@ def _groups_within_files(scans: list[dict[str, Any] | None]) -> bool:
 
 def _direct_file(index: int, path: str, out_dir: str, pipe: Pipeline) -> dict[str, Any]:
     """One file that holds whole groups: validate it, run the pipeline, write its part."""
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise RolloutsError(path, "", "", f"is not a readable Parquet file ({exc})", "write it with pyarrow or `stepcredit` again") from None
-    ro = Rollouts.from_arrow(table, source=path)
+    ro = read_rollouts(path)
     return {**_run_part(ro, pipe, path, Path(out_dir) / f"part-{index:05d}.parquet"), "fields": file_fields(ro)}
 
 
