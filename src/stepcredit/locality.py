@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["batch_dependence", "declare_group_local", "is_group_local"]
+__all__ = ["batch_dependence", "classified", "declare_group_local", "is_group_local", "stage_dependence"]
 
 #: (kind, name) -> rule(params) -> None when group-local with these (bound) parameters, else
 #: the reason it is not.
@@ -33,7 +33,13 @@ Rule = Callable[[Mapping[str, Any]], "str | None"]
 
 
 def _local(reason: str) -> Rule:
+    """Group-local whatever the parameters (``reason`` says why, for the reader)."""
     return lambda p: None
+
+
+def _batch(reason: str) -> Rule:
+    """Batch-dependent whatever the parameters."""
+    return lambda p: reason
 
 
 def _unless(test: Callable[[Mapping[str, Any]], bool], reason: str) -> Rule:
@@ -45,7 +51,7 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("estimator", "grpo"): _unless(lambda p: p.get("scale") == "batch", "scale='batch' divides by the batch's standard deviation"),
     ("estimator", "drgrpo"): _local("group mean baseline"),
     ("estimator", "rloo"): _local("leave-one-out within the group"),
-    ("estimator", "reinforce_pp"): _unless(lambda p: True, "REINFORCE++ normalises the advantages over the whole batch"),
+    ("estimator", "reinforce_pp"): _batch("REINFORCE++ normalises the advantages over the whole batch"),
     ("estimator", "gae"): _unless(lambda p: bool(p.get("whiten")), "whiten=True whitens over the whole batch"),
     ("estimator", "gigpo"): _local("episode and step groups both lie inside a group"),
     ("estimator", "salt"): _local("steps merge only within a group"),
@@ -64,7 +70,7 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("transform", "composite"): _local("per episode; from its initial state the weights and multipliers are constants"),
     ("transform", "gated"): _local("per episode"),
     ("transform", "laser"): _local("per episode"),
-    ("transform", "laser_d"): _unless(lambda p: True, "its length targets come from the lengths monitored over the batch"),
+    ("transform", "laser_d"): _batch("its length targets come from the lengths monitored over the batch"),
     ("transform", "par"): _local("references from the episode's own group or components"),
     ("transform", "prm_clip"): _local("per step"),
     ("transform", "prm_delta"): _local("per episode"),
