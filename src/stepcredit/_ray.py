@@ -32,7 +32,7 @@ from typing import Any
 
 from stepcredit._params import UsageError
 
-__all__ = ["LOOPBACK_ENV", "RayUnavailable", "import_ray", "ray_initialized", "ray_session", "start_local_ray"]
+__all__ = ["LOOPBACK_ENV", "RayUnavailable", "get_result", "import_ray", "ray_initialized", "ray_session", "start_local_ray"]
 
 #: Environment variables set before a local Ray starts (see the module docstring).
 LOOPBACK_ENV = {
@@ -120,3 +120,15 @@ def ray_session(address: str | None, workers: int | None) -> Iterator[Any]:
     finally:
         if started_here:
             ray.shutdown()
+
+
+def get_result(ray: Any, ref: Any) -> Any:
+    """``ray.get(ref)`` of a finished task; a task that raised re-raises its own exception
+    (a RolloutsError stays a RolloutsError), with Ray's error chained as the cause."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, BaseException):
+            raise cause from err
+        raise

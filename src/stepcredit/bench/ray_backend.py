@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stepcredit._ray import LOOPBACK_ENV, RayUnavailable, ray_session, start_local_ray
+from stepcredit._ray import LOOPBACK_ENV, RayUnavailable, get_result, ray_session, start_local_ray
 from stepcredit.bench.matrix import BenchConfig, BenchError, RunSpec, run_one
 
 __all__ = ["LOOPBACK_ENV", "run_ray", "start_local_ray"]
@@ -95,13 +95,7 @@ def _submit_and_wait(ray: Any, cfg: BenchConfig, todo: list[RunSpec], out: str, 
             ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
                 run = running.pop(ref)
-                try:
-                    ray.get(ref)
-                except ray.exceptions.RayTaskError as err:
-                    cause = getattr(err, "cause", None)
-                    if isinstance(cause, BaseException):
-                        raise cause from err
-                    raise
+                get_result(ray, ref)
                 if on_run:
                     on_run(run, "done")
     finally:

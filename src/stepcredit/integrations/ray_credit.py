@@ -60,6 +60,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stepcredit._ray import get_result, ray_session
 from stepcredit.data import MissingColumnError, Rollouts, RolloutsError, write_credit
 from stepcredit.data.hashing import hash_keys
 from stepcredit.data.io import check_same_fields, concat_files, dataset_files, file_fields, parquet_table, read_rollouts
@@ -291,13 +292,7 @@ def _run_tasks(ray: Any, fn: Callable, calls: list[tuple], on_done: Callable[[di
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
-                try:
-                    results[index[ref]] = ray.get(ref)
-                except ray.exceptions.RayTaskError as err:
-                    cause = getattr(err, "cause", None)
-                    if isinstance(cause, BaseException):
-                        raise cause from None
-                    raise
+                results[index[ref]] = get_result(ray, ref)
                 on_done(results[index[ref]])
     finally:
         for ref in pending:  # only after a failure
@@ -342,8 +337,6 @@ def advantages_dataset(
         RolloutsError: a bad input file (naming the file, row and field).
         stepcredit._ray.RayUnavailable: ray is not installed, or workers < 1.
     """
-    from stepcredit._ray import ray_session
-
     t0 = time.perf_counter()
     check_pipeline(pipeline)
     if partitions is not None and partitions < 1:
