@@ -37,8 +37,13 @@ def as_numpy(x: Any, dtype: Any = None) -> np.ndarray:
 
 def ids_array(values: np.ndarray) -> np.ndarray:
     """Ids (strings, integers or other objects) as an array Arrow can take: integers and
-    strings stay, everything else becomes its ``str``."""
-    return values if values.dtype.kind in "iuU" else values.astype(str)
+    strings stay (an object array of Python or NumPy integers becomes int64), everything else
+    becomes its ``str``."""
+    if values.dtype.kind in "iuU":
+        return values
+    if values.dtype.kind == "O" and values.size and all(type(v) in (int, np.int64) for v in values.flat):
+        return values.astype(np.int64)
+    return values.astype(str)
 
 
 def weighted_step_advantage(credit: Credit) -> np.ndarray:

@@ -353,9 +353,6 @@ def _column(values: list, name: str) -> np.ndarray:
     if name in KEY_COLUMNS:
         arr = np.empty(len(values), dtype=object)
         arr[:] = values
-        kinds = {type(v) for v in values}
-        if kinds <= {int, np.int64}:
-            return arr.astype(np.int64)
         return ids_array(arr)
     try:
         return np.asarray(values, dtype=np.float64)
