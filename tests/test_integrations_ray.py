@@ -15,8 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import stepcredit as sc
-import stepcredit.cli
-from stepcredit.cli import main
+from stepcredit.cli import _build_parser, _pipeline, main
 from stepcredit.integrations.ray_credit import MANIFEST, advantages_dataset, partition_of
 
 pytestmark = pytest.mark.xdist_group("ray")  # one worker, one Ray (the session fixture local_ray)
@@ -108,7 +107,7 @@ def write_batches(root: Path, records: list[dict], n_files: int = 3) -> Path:
 def test_files_of_whole_groups_skip_the_shuffle_and_equal_the_local_backend(local_ray, tmp_path, args):
     ds = write_batches(tmp_path / "ds", make_records(5))
     want = local_table(ds, tmp_path, args)
-    pipe = sc.cli._pipeline(sc.cli._build_parser().parse_args(["advantages", str(ds), *args]))
+    pipe = _pipeline(_build_parser().parse_args(["advantages", str(ds), *args]))
     ticks: list[tuple[int, int]] = []
     run = advantages_dataset(ds, tmp_path / "ray", pipe, progress=lambda done, total: ticks.append((done, total)))
     assert not run.shuffled and run.partitions == 3
@@ -193,8 +192,6 @@ def test_an_episode_id_in_two_files_is_refused_naming_both(local_ray, tmp_path):
     for backend in (["--backend", "ray", "--partitions", "4"], []):
         out = tmp_path / ("o" if backend else "o.parquet")
         with pytest.raises(sc.RolloutsError, match="is also an episode of") as err:
-            from stepcredit.cli import _build_parser
-
             args = _build_parser().parse_args(["advantages", str(ds), "-e", "grpo", *backend, "-o", str(out), "-q"])
             args.func(args)
         assert err.value.field == "episode_id" and err.value.source.endswith(".parquet")
