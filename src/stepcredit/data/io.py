@@ -122,9 +122,10 @@ def concat_files(parts: list[Rollouts], files: list[Path]) -> Rollouts:
     if len(parts) == 1:
         return parts[0]
     check_same_fields([file_fields(p) for p in parts], files)
-    ids = pa.concat_arrays([p.episode_id for p in parts])
-    if len(pc.unique(ids)) != len(ids):  # find the first repeat, to name both files
-        seen: dict[str, int] = {}
+    try:
+        return Rollouts.concat(parts)  # the fields agree: only a repeated episode id is left to refuse
+    except ValueError:
+        seen: dict[str, int] = {}  # find the first repeat, to name both files
         for i, part in enumerate(parts):
             for row, eid in enumerate(part.episode_id.to_pylist()):
                 first = seen.setdefault(eid, i)
@@ -132,8 +133,8 @@ def concat_files(parts: list[Rollouts], files: list[Path]) -> Rollouts:
                     raise RolloutsError(
                         str(files[i]), f"row {row}", "episode_id", f"{eid!r} is also an episode of {files[first]}",
                         "give every episode of a dataset its own id",
-                    )
-    return Rollouts.concat(parts)
+                    ) from None
+        raise
 
 
 def parquet_table(path: str | os.PathLike) -> pa.Table:
